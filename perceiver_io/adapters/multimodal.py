@@ -1,0 +1,66 @@
+"""Several modalities at once: each padded to a common width and concatenated in sorted name order."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+
+class MultimodalPreprocessor(nn.Module):
+    """Dict of per-modality inputs → (B, sum M_m, C) with C = max C_m + ``min_padding_size``.
+
+    Each modality's padding channels hold a learned vector (a modality embedding). A modality listed in
+    ``mask_probs`` has each token replaced, with that probability, by a learned mask token; with probability 1.0
+    (the label of the video autoencoder) this is deterministic and is how classification-by-masking works.
+    """
+
+    def __init__(
+        self,
+        modalities: Mapping[str, nn.Module],
+        mask_probs: Mapping[str, float] | None = None,
+        min_padding_size: int = 2,
+    ) -> None:
+        super().__init__()
+        self.modalities = nn.ModuleDict(modalities)
+        self.mask_probs = dict(mask_probs or {})
+        self.num_channels = max(p.num_channels for p in modalities.values()) + min_padding_size
+        self.padding = nn.ParameterDict(
+            {m: nn.Parameter(torch.randn(1, self.num_channels - p.num_channels) * 0.02) for m, p in modalities.items()}
+        )
+        self.mask = nn.ParameterDict({m: nn.Parameter(torch.randn(1, self.num_channels) * 0.02) for m in self.mask_probs})
+
+    def forward(self, inputs: Mapping[str, torch.Tensor], interpolate_pos_encoding: bool = False):
+        if not isinstance(inputs, Mapping) or set(inputs) != set(self.modalities):
+            got = sorted(inputs) if isinstance(inputs, Mapping) else type(inputs).__name__
+            raise ValueError(f"multimodal inputs must be a dict with keys {sorted(self.modalities)}; got {got}")
+        batch_sizes = {m: x.shape[0] for m, x in inputs.items()}
+        if len(set(batch_sizes.values())) != 1:
+            raise ValueError(f"modalities have different batch sizes: {batch_sizes}")
+        padded, sizes, without_pos = {}, {}, {}
+        for m in sorted(self.modalities):
+            x, _, without_pos[m] = self.modalities[m](inputs[m])
+            b, n, _ = x.shape
+            x = torch.cat([x, self.padding[m].to(x.dtype).expand(b, n, -1)], dim=-1)
+            p = self.mask_probs.get(m, 0.0)
+            if p > 0:
+                drop = torch.ones(b, n, 1, device=x.device) if p >= 1 else torch.rand(b, n, 1, device=x.device) < p
+                x = torch.where(drop.bool(), self.mask[m].to(x.dtype).expand(b, n, -1), x)
+            padded[m], sizes[m] = x, n
+        return torch.cat([padded[m] for m in sorted(padded)], dim=1), sizes, without_pos
+
+
+class MultimodalPostprocessor(nn.Module):
+    """Decoder output (B, sum N_m, C) → dict of per-modality outputs, split in sorted order by ``modality_sizes``."""
+
+    def __init__(self, modalities: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        self.modalities = nn.ModuleDict(modalities)
+
+    def forward(self, x: torch.Tensor, modality_sizes: Mapping[str, int]) -> dict[str, torch.Tensor]:
+        out, start = {}, 0
+        for m in sorted(modality_sizes):
+            out[m] = self.modalities[m](x[:, start : start + modality_sizes[m]])
+            start += modality_sizes[m]
+        return out

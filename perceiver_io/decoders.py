@@ -1,0 +1,66 @@
+"""Decoders: queries cross-attend to the latents, then an optional final projection."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from perceiver_io.config import PerceiverConfig
+from perceiver_io.layers.layer import PerceiverLayer
+
+
+class PerceiverDecoder(nn.Module):
+    """Cross-attention decoder (DeepMind's ``BasicDecoder``): queries (B, Nq, Cq) attend to latents (B, N, D).
+
+    The query provider decides what is asked (see ``perceiver_io.queries``); ``final_channels=None`` returns the
+    raw cross-attention output (B, Nq, Cq), otherwise a Linear maps it to (B, Nq, final_channels).
+    """
+
+    def __init__(
+        self,
+        config: PerceiverConfig,
+        queries: nn.Module,
+        *,
+        final_channels: int | None,
+        qk_channels: int | None = None,
+        v_channels: int | None = None,
+        num_heads: int = 1,
+        use_query_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        self.queries = queries
+        self.mask_queries = config.mask_decoder_queries
+        self.cross_attn = PerceiverLayer(
+            queries.num_channels,
+            config.d_latents,
+            qk_channels=qk_channels,
+            v_channels=v_channels,
+            num_heads=num_heads,
+            widening_factor=1,
+            use_query_residual=use_query_residual,
+            gelu_approximate=config.gelu_approximate,
+            dropout=config.attention_probs_dropout_prob,
+            wipe_fully_masked_rows=config.wipe_fully_masked_rows,
+        )
+        self.final = None if final_channels is None else nn.Linear(queries.num_channels, final_channels)
+
+    def forward(self, query: torch.Tensor, z: torch.Tensor, query_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """query: (B, Nq, Cq), z: (B, N, D), query_mask: bool (B, Nq) → (B, Nq, C_out)."""
+        mask = None
+        if self.mask_queries and query_mask is not None:
+            if query_mask.shape[1] != query.shape[1]:
+                raise ValueError(f"query mask of length {query_mask.shape[1]} for {query.shape[1]} decoder queries")
+            mask = query_mask[:, :, None]  # (B, Nq, 1): a masked query sees no latent
+        out = self.cross_attn(query, z, mask)
+        return out if self.final is None else self.final(out)
+
+
+class ProjectionDecoder(nn.Module):
+    """No cross-attention: average the latents, then a Linear (B, N, D) → (B, num_classes)."""
+
+    def __init__(self, config: PerceiverConfig, num_classes: int) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(config.d_latents, num_classes)
+
+    def forward(self, query: None, z: torch.Tensor, query_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classifier(z.mean(dim=1))

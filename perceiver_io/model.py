@@ -1,0 +1,161 @@
+"""PerceiverModel: preprocess → encode into latents → decode queries → postprocess."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from perceiver_io.config import PerceiverConfig
+from perceiver_io.encoder import PerceiverEncoder
+
+
+@dataclass
+class PerceiverOutput:
+    """What every model returns. ``logits`` is a tensor, or a dict of tensors for the multimodal model."""
+
+    logits: torch.Tensor | dict[str, torch.Tensor] | None = None
+    loss: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+class PerceiverPreTrainedModel(nn.Module):
+    """Shared by every model: weight init, ``from_pretrained`` and ``save_pretrained``."""
+
+    # transformers' prefix for the decoder's inner BasicDecoder (see checkpoints/transformers_names.py).
+    hf_decoder_prefix = "perceiver.decoder.decoder."
+
+    def __init__(self, config: PerceiverConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """DeepMind's initialisation: truncated-normal fan-in linears/convs, zero biases, 0.02 position tables."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Conv2d):
+                fan_in = module.weight[0].numel()
+                nn.init.trunc_normal_(module.weight, std=fan_in**-0.5, a=-2 * fan_in**-0.5, b=2 * fan_in**-0.5)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.Embedding):
+                nn.init.trunc_normal_(module.weight, std=0.02, a=-0.04, b=0.04)
+        for name, p in self.named_parameters():
+            if name.endswith("latents") or "embeddings" in name.rsplit(".", 1)[-1] or ".padding." in name:
+                if p.dim() == 2 and "input_preprocessor.embeddings" not in name:
+                    nn.init.trunc_normal_(p, std=self.config.initializer_range, a=-0.04, b=0.04)
+            elif ".mask." in name:
+                nn.init.trunc_normal_(p, std=self.config.initializer_range, a=-0.04, b=0.04)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each encoder layer in the backward pass instead of storing its activations."""
+        self.perceiver.encoder.gradient_checkpointing = enabled
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, **config_overrides: Any):
+        """Load a transformers folder, a hub id (needs ``huggingface_hub`` and a network) or a DeepMind file.
+
+        ``config_overrides`` replace fields of the stored configuration (e.g. ``hidden_act``).
+        """
+        from perceiver_io.checkpoints.loading import load_pretrained
+
+        return load_pretrained(cls, source, **config_overrides)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``config.json`` + ``model.safetensors`` in transformers' layout (atomically)."""
+        from perceiver_io.checkpoints.loading import save_pretrained
+
+        save_pretrained(self, directory)
+
+
+class PerceiverModel(PerceiverPreTrainedModel):
+    """The architecture with pluggable ends (same arguments as transformers' ``PerceiverModel``).
+
+    Without an input preprocessor, inputs are (B, M, d_model) arrays. Without a decoder, the output's
+    ``last_hidden_state`` holds the latents (B, num_latents, d_latents) and ``logits`` is None.
+    """
+
+    def __init__(
+        self,
+        config: PerceiverConfig,
+        decoder: nn.Module | None = None,
+        input_preprocessor: nn.Module | None = None,
+        output_postprocessor: nn.Module | None = None,
+    ) -> None:
+        super().__init__(config)
+        self.input_preprocessor = input_preprocessor
+        self.encoder = PerceiverEncoder(
+            config, input_preprocessor.num_channels if input_preprocessor is not None else config.d_model
+        )
+        self.decoder = decoder
+        self.output_postprocessor = output_postprocessor
+
+    @property
+    def perceiver(self) -> PerceiverModel:
+        return self
+
+    def forward(
+        self,
+        inputs: torch.Tensor | Mapping[str, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        subsampled_output_points: Mapping[str, torch.Tensor] | None = None,
+        interpolate_pos_encoding: bool = False,
+        query_mask: torch.Tensor | None = None,
+    ) -> PerceiverOutput:
+        """inputs: raw inputs for the preprocessor (or (B, M, d_model)); attention_mask: (B, M), 1 = real input;
+        query_mask: (B, Nq) decoder query mask (DeepMind's MLM masks padded queries)."""
+        if self.input_preprocessor is not None:
+            x, modality_sizes, without_pos = self.input_preprocessor(
+                inputs, interpolate_pos_encoding=interpolate_pos_encoding
+            )
+        else:
+            if not torch.is_tensor(inputs) or inputs.dim() != 3 or inputs.shape[-1] != self.config.d_model:
+                shape = tuple(inputs.shape) if torch.is_tensor(inputs) else type(inputs).__name__
+                raise ValueError(f"inputs must be (batch, length, d_model={self.config.d_model}); got {shape}")
+            x, modality_sizes, without_pos = inputs, None, None
+        mask = _check_mask(attention_mask, x.shape[:2], "attention_mask")
+        z = self.encoder(x, mask)
+        if self.decoder is None:
+            return PerceiverOutput(last_hidden_state=z)
+        query = self.decoder.queries(
+            _split(x, modality_sizes), subsampled_points=subsampled_output_points, inputs_without_pos=without_pos
+        )
+        qmask = None if query_mask is None else _check_mask(query_mask, query.shape[:2], "query_mask")
+        out = self.decoder(query, z, qmask)
+        if self.output_postprocessor is not None:
+            if modality_sizes is not None:
+                out = self.output_postprocessor(out, self.decoder.queries.output_sizes(subsampled_output_points))
+            else:
+                out = self.output_postprocessor(out)
+        return PerceiverOutput(logits=out, last_hidden_state=z)
+
+
+def _check_mask(mask: torch.Tensor | None, shape: torch.Size, name: str) -> torch.Tensor | None:
+    """(B, M) mask of 0/1 or bool → bool, checked against the (B, M) it applies to."""
+    if mask is None:
+        return None
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(mask.shape)} but the inputs it masks are {tuple(shape)}")
+    return mask if mask.dtype == torch.bool else mask != 0
+
+
+def _split(x: torch.Tensor, modality_sizes: Mapping[str, int] | None) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Flat multimodal inputs (B, M, C) → per-modality views, in sorted order (DeepMind's ``restructure``)."""
+    if modality_sizes is None:
+        return x
+    out, start = {}, 0
+    for m in sorted(modality_sizes):
+        out[m] = x[:, start : start + modality_sizes[m]]
+        start += modality_sizes[m]
+    return out

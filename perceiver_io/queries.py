@@ -1,0 +1,98 @@
+"""Decoder queries: what each task asks the latents for.
+
+Every provider maps the preprocessed inputs to a query array (B, Nq, Cq) and exposes ``num_channels`` (Cq). A
+provider may honour ``subsampled_points`` (flat indices into its output grid) to decode only part of the output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from perceiver_io.layers.position import FourierPositionEncoding, TrainablePositionEncoding, subsampled_positions
+
+
+class TrainableQueries(nn.Module):
+    """A learned query array (N, C), shared across the batch (classification, MLM, the multimodal label)."""
+
+    def __init__(self, num_queries: int, num_channels: int, init_scale: float = 0.02) -> None:
+        super().__init__()
+        self.pos = TrainablePositionEncoding(num_queries, num_channels, init_scale)
+        self.num_channels = num_channels
+        self.num_queries = num_queries
+
+    def forward(self, inputs: torch.Tensor, subsampled_points: torch.Tensor | None = None, **_: object):
+        table = self.pos()
+        if subsampled_points is not None:
+            table = table[subsampled_points]
+        return table.to(inputs.dtype).expand(inputs.shape[0], -1, -1)
+
+
+class FourierQueries(nn.Module):
+    """Fourier features of output positions on a grid ``index_dims`` (audio samples, video pixels)."""
+
+    def __init__(self, index_dims: Sequence[int], encoding: FourierPositionEncoding) -> None:
+        super().__init__()
+        self.index_dims = tuple(index_dims)
+        self.encoding = encoding
+        self.num_channels = encoding.num_channels
+        self.num_queries = math.prod(self.index_dims)
+
+    def forward(self, inputs: torch.Tensor, subsampled_points: torch.Tensor | None = None, **_: object):
+        if subsampled_points is None:
+            feats = self.encoding.grid(self.index_dims, inputs.device, inputs.dtype)
+        else:
+            pos = subsampled_positions(subsampled_points.to(inputs.device), self.index_dims)
+            feats = self.encoding.at(pos, inputs.dtype)
+        return feats.expand(inputs.shape[0], -1, -1)
+
+
+class InputQueries(nn.Module):
+    """The preprocessed inputs themselves are the queries (optical flow: one query per input pixel)."""
+
+    def __init__(self, num_channels: int) -> None:
+        super().__init__()
+        self.num_channels = num_channels
+
+    def forward(self, inputs: torch.Tensor, subsampled_points: torch.Tensor | None = None, **_: object):
+        if subsampled_points is not None:
+            raise ValueError("input queries (optical flow) cannot be subsampled")
+        return inputs
+
+
+class MultimodalQueries(nn.Module):
+    """Per-modality queries, padded with a learned per-modality vector to a common width and concatenated in
+    sorted modality order."""
+
+    def __init__(self, providers: Mapping[str, nn.Module], min_padding_size: int = 2) -> None:
+        super().__init__()
+        self.providers = nn.ModuleDict(providers)
+        self.num_channels = max(p.num_channels for p in providers.values()) + min_padding_size
+        self.padding = nn.ParameterDict(
+            {m: nn.Parameter(torch.randn(1, self.num_channels - p.num_channels) * 0.02) for m, p in providers.items()}
+        )
+
+    def output_sizes(self, subsampled_points: Mapping[str, torch.Tensor | None] | None) -> dict[str, int]:
+        """Number of queries per modality: the subsampled count, or the provider's full grid."""
+        points = subsampled_points or {}
+        return {
+            m: int(points[m].shape[0]) if points.get(m) is not None else p.num_queries
+            for m, p in self.providers.items()
+        }
+
+    def forward(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        subsampled_points: Mapping[str, torch.Tensor | None] | None = None,
+        **_: object,
+    ) -> torch.Tensor:
+        subsampled_points = subsampled_points or {}
+        parts = []
+        for m in sorted(self.providers):
+            q = self.providers[m](inputs[m], subsampled_points=subsampled_points.get(m))
+            pad = self.padding[m].to(q.dtype).expand(q.shape[0], q.shape[1], -1)
+            parts.append(torch.cat([q, pad], dim=-1))
+        return torch.cat(parts, dim=1)
