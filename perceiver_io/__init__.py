@@ -11,6 +11,7 @@ from perceiver_io.heads import (
     PerceiverForSequenceClassification,
 )
 from perceiver_io.model import PerceiverModel, PerceiverOutput, PerceiverPreTrainedModel
+from perceiver_io.processing import PerceiverImageProcessor, PerceiverTokenizer
 
 __all__ = [
     "PerceiverConfig",
@@ -21,7 +22,9 @@ __all__ = [
     "PerceiverForMultimodalAutoencoding",
     "PerceiverForOpticalFlow",
     "PerceiverForSequenceClassification",
+    "PerceiverImageProcessor",
     "PerceiverModel",
     "PerceiverOutput",
     "PerceiverPreTrainedModel",
+    "PerceiverTokenizer",
 ]

@@ -129,3 +129,20 @@ def _download(repo_id: str) -> Path:
             "network (or HF_HUB_OFFLINE) or pass a local folder or DeepMind checkpoint file instead."
         ) from None
     return Path(folder)
+
+
+def load_model(source: str | os.PathLike, **config_overrides: Any) -> nn.Module:
+    """Load any Perceiver checkpoint, choosing the head class the checkpoint was saved from."""
+    import perceiver_io
+
+    path = Path(source)
+    if path.is_file() and path.suffix in DEEPMIND_SUFFIXES:
+        from perceiver_io.checkpoints.deepmind import load_deepmind
+
+        return load_deepmind(None, path, **config_overrides)
+    folder = path if path.is_dir() else _download(str(source))
+    architectures = PerceiverConfig.load(folder).extra.get("architectures") or []
+    heads = [a for a in architectures if a in perceiver_io.__all__ and a.startswith("PerceiverFor")]
+    if not heads:
+        raise ValueError(f"{folder}/config.json names no Perceiver head in 'architectures' ({architectures})")
+    return getattr(perceiver_io, heads[0]).from_pretrained(folder, **config_overrides)
