@@ -12,6 +12,7 @@ from torch import nn
 
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.encoder import PerceiverEncoder
+from perceiver_io.layers.position import TrainablePositionEncoding
 
 
 @dataclass
@@ -38,21 +39,23 @@ class PerceiverPreTrainedModel(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """DeepMind's initialisation: truncated-normal fan-in linears/convs, zero biases, 0.02 position tables."""
+        """DeepMind's initialisation: fan-in truncated-normal linears and convs (Haiku's VarianceScaling(1.0)), zero
+        biases, and truncated normals of std ``initializer_range`` for latents, position tables, embeddings, padding
+        and mask tokens."""
+        std = self.config.initializer_range
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Conv2d):
-                fan_in = module.weight[0].numel()
-                nn.init.trunc_normal_(module.weight, std=fan_in**-0.5, a=-2 * fan_in**-0.5, b=2 * fan_in**-0.5)
+                scale = module.weight[0].numel() ** -0.5
+                nn.init.trunc_normal_(module.weight, std=scale, a=-2 * scale, b=2 * scale)
                 if module.bias is not None:
                     module.bias.zero_()
             elif isinstance(module, nn.Embedding):
-                nn.init.trunc_normal_(module.weight, std=0.02, a=-0.04, b=0.04)
-        for name, p in self.named_parameters():
-            if name.endswith("latents") or "embeddings" in name.rsplit(".", 1)[-1] or ".padding." in name:
-                if p.dim() == 2 and "input_preprocessor.embeddings" not in name:
-                    nn.init.trunc_normal_(p, std=self.config.initializer_range, a=-0.04, b=0.04)
-            elif ".mask." in name:
-                nn.init.trunc_normal_(p, std=self.config.initializer_range, a=-0.04, b=0.04)
+                nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+            elif isinstance(module, TrainablePositionEncoding):
+                nn.init.trunc_normal_(module.embeddings, std=std, a=-2 * std, b=2 * std)
+            elif isinstance(module, nn.ParameterDict | PerceiverEncoder):
+                for p in module.parameters(recurse=False) if isinstance(module, PerceiverEncoder) else module.values():
+                    nn.init.trunc_normal_(p, std=std, a=-2 * std, b=2 * std)
 
     @property
     def num_parameters(self) -> int:
@@ -129,7 +132,9 @@ class PerceiverModel(PerceiverPreTrainedModel):
         if self.decoder is None:
             return PerceiverOutput(last_hidden_state=z)
         query = self.decoder.queries(
-            _split(x, modality_sizes), subsampled_points=subsampled_output_points, inputs_without_pos=without_pos
+            _split(x, modality_sizes),
+            subsampled_points=subsampled_output_points,
+            inputs_without_pos=without_pos,
         )
         qmask = None if query_mask is None else _check_mask(query_mask, query.shape[:2], "query_mask")
         out = self.decoder(query, z, qmask)

@@ -36,12 +36,18 @@ def test_multimodal_any_geometry_and_exact_chunking():
     """4 frames of 32×32 with 48 audio samples per frame (transformers' port hard-codes the paper's sizes)."""
     cfg = dict(
         SMALL_CONFIGS["PerceiverForMultimodalAutoencoding"],
-        num_frames=4, image_size=8, audio_samples_per_frame=48, output_shape=[1, 4, 32, 32],
+        num_frames=4,
+        image_size=8,
+        audio_samples_per_frame=48,
+        output_shape=[1, 4, 32, 32],
     )
     model = randomize_(small_model("PerceiverForMultimodalAutoencoding", **cfg))
     g = torch.Generator().manual_seed(0)
-    inputs = {"image": torch.rand(2, 4, 3, 32, 32, generator=g), "audio": torch.randn(2, 192, 1, generator=g),
-              "label": torch.zeros(2, 5)}
+    inputs = {
+        "image": torch.rand(2, 4, 3, 32, 32, generator=g),
+        "audio": torch.randn(2, 192, 1, generator=g),
+        "label": torch.zeros(2, 5),
+    }
     with torch.no_grad():
         full = model(inputs=inputs).logits  # queries on the linspace(-1, 1) grid
         assert full["image"].shape == (2, 4 * 32 * 32, 3)
@@ -50,8 +56,13 @@ def test_multimodal_any_geometry_and_exact_chunking():
         everything = {"image": torch.arange(4096), "audio": torch.arange(12)}  # the colab's -1 + 2i/N grid
         whole = model(inputs=inputs, subsampled_output_points=everything).logits
         chunks = [
-            model(inputs=inputs, subsampled_output_points={"image": torch.arange(i * 1024, (i + 1) * 1024),
-                                                           "audio": torch.arange(i * 3, (i + 1) * 3)}).logits
+            model(
+                inputs=inputs,
+                subsampled_output_points={
+                    "image": torch.arange(i * 1024, (i + 1) * 1024),
+                    "audio": torch.arange(i * 3, (i + 1) * 3),
+                },
+            ).logits
             for i in range(4)
         ]
     # Decoder queries never attend to each other, so decoding in chunks is exact up to rounding.
@@ -68,8 +79,12 @@ def test_optical_flow_any_frame_size():
 
 def test_learned_positions_interpolate_like_transformers(transformers_module, tmp_path):
     head = "PerceiverForImageClassificationLearned"
-    ref = randomize_(transformers_module.PerceiverForImageClassificationLearned(
-        transformers_module.PerceiverConfig(**SMALL_CONFIGS[head])), seed=2)
+    ref = randomize_(
+        transformers_module.PerceiverForImageClassificationLearned(
+            transformers_module.PerceiverConfig(**SMALL_CONFIGS[head])
+        ),
+        seed=2,
+    )
     ref.save_pretrained(tmp_path)
     ours = perceiver_io.PerceiverForImageClassificationLearned.from_pretrained(tmp_path)
     x = torch.randn(2, 3, 12, 12)
@@ -130,7 +145,10 @@ def test_multimodal_missing_modality():
 def test_config_inconsistent_with_checkpoint(tmp_path):
     model = small_model("PerceiverForImageClassificationFourier")
     model.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=r"(?s)mis-shaped.*perceiver\.embeddings\.latents: checkpoint \(8, 32\) vs model \(16, 32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)mis-shaped.*perceiver\.embeddings\.latents: checkpoint \(8, 32\) vs model \(16, 32\)",
+    ):
         perceiver_io.PerceiverForImageClassificationFourier.from_pretrained(tmp_path, num_latents=16)
     with pytest.raises(ValueError, match=r"(?s)missing key.*self_attends\.2\."):
         perceiver_io.PerceiverForImageClassificationFourier.from_pretrained(tmp_path, num_self_attends_per_block=3)
@@ -138,7 +156,7 @@ def test_config_inconsistent_with_checkpoint(tmp_path):
 
 def test_wrong_head_for_checkpoint(tmp_path):
     small_model("PerceiverForImageClassificationFourier").save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="holds a PerceiverForImageClassificationFourier.*PerceiverForOpticalFlow"):
+    with pytest.raises(ValueError, match=r"holds a PerceiverForImageClassificationFourier.*PerceiverForOpticalFlow"):
         perceiver_io.PerceiverForOpticalFlow.from_pretrained(tmp_path)
 
 

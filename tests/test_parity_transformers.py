@@ -43,7 +43,7 @@ def test_forward_matches_transformers(pair):
 
 @torch.no_grad()
 def test_our_save_loads_in_transformers(pair, transformers_module, tmp_path):
-    head, ref, ours = pair
+    head, _, ours = pair
     ours = randomize_(copy.deepcopy(ours), seed=7)  # new weights: the check cannot pass by rereading the original
     ours.save_pretrained(tmp_path)
     back = getattr(transformers_module, head).from_pretrained(tmp_path).eval()

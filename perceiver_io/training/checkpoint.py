@@ -1,0 +1,124 @@
+"""Resumable training checkpoints, written atomically and loadable with ``torch.load(weights_only=True)``."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT_VERSION = 1
+
+
+def _rng_state() -> dict[str, Any]:
+    # Only tensors and plain Python values, so the weights_only unpickler accepts the file. numpy's legacy
+    # global generator is the one third-party code draws from, hence the legacy API.
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()  # noqa: NPY002
+    return {
+        "python": random.getstate(),
+        "numpy": (
+            np_kind,
+            torch.from_numpy(np_keys.astype(np.int64)),
+            int(np_pos),
+            int(np_has_gauss),
+            float(np_gauss),
+        ),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (np_kind, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss)
+    )
+    torch.set_rng_state(state["torch"].cpu())
+    # A checkpoint taken without CUDA (or with another GPU count) leaves the CUDA generators as they are.
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def save_training_state(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    step: int,
+    data_state: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write everything a bit-exact resume needs to ``path``, atomically.
+
+    Saved: the model, optimizer and scheduler state dicts, ``step``, ``data_state`` (e.g.
+    ``ShardedBatches.state_dict()``), ``extra`` (plain values or tensors only), and the Python, numpy and
+    torch CPU/CUDA RNG states of this process. Pass the bare module (``ddp.module``), and call this on every
+    rank with its own ``path`` if ranks draw different random numbers (dropout, augmentation).
+
+    The file is written to a temporary file in the same directory, fsynced and then renamed over ``path``, so
+    a crash or error mid-write leaves the previous checkpoint intact.
+    """
+    path = Path(path)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "step": int(step),
+        "data_state": data_state,
+        "extra": extra or {},
+        "rng": _rng_state(),
+    }
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    # Make the rename itself durable (POSIX: the directory entry lives in the directory's own data).
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_training_state(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Restore a :func:`save_training_state` file into model, optimizer, scheduler and the global RNGs.
+
+    Loaded with ``weights_only=True``. The RNG states are restored last, so the next random draw is the one
+    that followed the save. Optimizer state moves to its parameters' devices (``Optimizer.load_state_dict``).
+
+    Returns:
+        ``{"step": int, "data_state": dict, "extra": dict}``
+    """
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unknown checkpoint format {state.get('format_version')!r}")
+    model.load_state_dict(state["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        if state["scheduler"] is None:
+            raise ValueError(f"{path} holds no scheduler state")
+        scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return {"step": state["step"], "data_state": state["data_state"], "extra": state["extra"]}
