@@ -15,7 +15,7 @@ from perceiver_io.checkpoints.haiku_trees import random_params_from_tree, read_p
 from perceiver_io.checkpoints.loading import load_model, read_weights
 from perceiver_io.released import RELEASED
 
-TREES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "deepmind-param-trees"
+TREES = Path(__file__).resolve().parent / "data" / "deepmind-param-trees"
 TREE_FILES = {
     "language-perceiver": "mlm_language_perceiver_io_bytes.tsv",
     "vision-perceiver-learned": "imagenet_learned_position_encoding.tsv",

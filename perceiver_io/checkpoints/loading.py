@@ -77,9 +77,7 @@ def load_transformers_state_dict(model: nn.Module, state: dict[str, torch.Tensor
             if items:
                 shown = "\n  ".join(items[:20]) + (f"\n  … and {len(items) - 20} more" if len(items) > 20 else "")
                 parts.append(f"{len(items)} {title} key(s):\n  {shown}")
-        raise ValueError(
-            f"checkpoint does not fit {type(model).__name__} with this config:\n" + "\n".join(parts)
-        )
+        raise ValueError(f"checkpoint does not fit {type(model).__name__} with this config:\n" + "\n".join(parts))
     cast = sorted({str(state[hf].dtype) for hf in by_hf if hf in state and state[hf].dtype != ours[by_hf[hf]].dtype})
     if cast:
         warnings.warn(f"checkpoint tensors of dtype {cast} were cast to the model's dtype", stacklevel=3)

@@ -36,7 +36,10 @@ RULES: list[tuple[str, str]] = [
     (r"\.mlp\.fc1\.", ".mlp.dense1."),
     (r"\.mlp\.fc2\.", ".mlp.dense2."),
     # Image preprocessor's learned position table.
-    (r"\.input_preprocessor\.position\.embeddings$", ".input_preprocessor.position_embeddings.position_embeddings"),
+    (
+        r"\.input_preprocessor\.position\.embeddings$",
+        ".input_preprocessor.position_embeddings.position_embeddings",
+    ),
 ]
 
 

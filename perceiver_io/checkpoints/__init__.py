@@ -1,0 +1,1 @@
+"""Readers and writers for DeepMind's released Perceiver IO checkpoints."""

@@ -1,0 +1,73 @@
+"""Compare our DeepMind-numerics models with outputs of DeepMind's own JAX code on the same random parameters.
+
+DeepMind's code cannot be committed here; run it yourself (jax, jaxlib, dm-haiku, einops from PyPI) on
+``random_params_from_tree(read_param_tree(<tree>.tsv), seed=0)`` and the inputs in REF_DIR, saving its outputs as
+``out_<key>.npz``, then: ``python scripts/compare_with_deepmind.py REF_DIR [keys...]``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from perceiver_io.adapters.image import patches_for_flow
+from perceiver_io.checkpoints.haiku_trees import random_params_from_tree, read_param_tree, write_haiku_pickle
+from perceiver_io.checkpoints.loading import load_model
+
+TREES = Path(__file__).resolve().parents[1] / "tests" / "data" / "deepmind-param-trees"
+CASES = {  # key: (tree, inputs file, has state)
+    "f1": ("imagenet_fourier_position_encoding.tsv", "img_inputs", True),
+    "c": ("imagenet_conv_preprocessing.tsv", "img_inputs", True),
+    "l": ("imagenet_learned_position_encoding.tsv", "img_inputs", True),
+    "m": ("mlm_language_perceiver_io_bytes.tsv", "mlm_inputs", False),
+    "v": ("video_autoencoding.tsv", "video_inputs", False),
+    "o": ("optical_flow.tsv", "flow_inputs", False),
+}
+
+
+def model_inputs(key: str, arrays: dict[str, np.ndarray]) -> dict:
+    a0 = torch.from_numpy(arrays["arg0"])
+    if key in ("f1", "c", "l"):
+        return {"inputs": a0.permute(0, 3, 1, 2)}  # NHWC → NCHW
+    if key == "m":
+        return {"inputs": a0.long(), "attention_mask": torch.from_numpy(arrays["arg1"]).long()}
+    if key == "o":
+        return {"inputs": patches_for_flow(a0.permute(0, 1, 4, 2, 3))}
+    video = {
+        "image": a0.permute(0, 1, 4, 2, 3),
+        "audio": torch.from_numpy(arrays["arg1"]),
+        "label": torch.zeros(1, 700),
+    }
+    points = {"image": torch.arange(6272 * 3, 6272 * 4), "audio": torch.arange(15 * 3, 15 * 4)}  # colab chunk 3 of 128
+    return {"inputs": video, "subsampled_output_points": points}
+
+
+@torch.no_grad()
+def compare(ref_dir: Path, key: str) -> None:
+    tree, inputs_name, has_state = CASES[key]
+    params, state = random_params_from_tree(read_param_tree(TREES / tree), seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_haiku_pickle(Path(tmp) / "ckpt.pystate", params, state if has_state else None)
+        model = load_model(Path(tmp) / "ckpt.pystate")
+    out = model(**model_inputs(key, dict(np.load(ref_dir / f"{inputs_name}.npz")))).logits
+    ref = dict(np.load(ref_dir / f"out_{key}.npz"))
+    outs = out if isinstance(out, dict) else {"out": out}
+    for name, r in ref.items():
+        o = outs[name].double().numpy()
+        delta = np.abs(o - r)
+        rel = np.linalg.norm(o - r) / np.linalg.norm(r)
+        print(
+            f"{key:3s} {name:6s} max|ref|={np.abs(r).max():.4g} max|Δ|={delta.max():.3g} ‖Δ‖/‖ref‖={rel:.3g}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    ref_dir = Path(sys.argv[1])
+    for key in sys.argv[2:] or list(CASES):
+        compare(ref_dir, key)
