@@ -18,7 +18,14 @@ GELU_VARIANTS = {"gelu": "none", "gelu_pytorch_tanh": "tanh", "gelu_new": "tanh"
 STEM_PADDINGS = ("transformers", "tf_same")
 
 # Keys of transformers' PretrainedConfig that carry no architecture: kept only so that a round trip loses nothing.
-_HF_BOOKKEEPING = {"architectures", "model_type", "transformers_version", "torch_dtype", "dtype", "return_dict"}
+_HF_BOOKKEEPING = {
+    "architectures",
+    "model_type",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "return_dict",
+}
 
 
 @dataclass

@@ -8,12 +8,17 @@ from torch import nn
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.layers.layer import PerceiverLayer
 
+# Queries decoded at once. Each query's output depends only on itself and the latents, so decoding in chunks is
+# exact and bounds the decoder's activations (optical flow asks 182,528 queries per tile, a full video 800 k).
+DECODER_QUERY_CHUNK = 16384
+
 
 class PerceiverDecoder(nn.Module):
     """Cross-attention decoder (DeepMind's ``BasicDecoder``): queries (B, Nq, Cq) attend to latents (B, N, D).
 
     The query provider decides what is asked (see ``perceiver_io.queries``); ``final_channels=None`` returns the
-    raw cross-attention output (B, Nq, Cq), otherwise a Linear maps it to (B, Nq, final_channels).
+    raw cross-attention output (B, Nq, Cq), otherwise a Linear maps it to (B, Nq, final_channels). Queries are
+    decoded ``query_chunk_size`` at a time (None: all at once).
     """
 
     def __init__(
@@ -43,6 +48,7 @@ class PerceiverDecoder(nn.Module):
             wipe_fully_masked_rows=config.wipe_fully_masked_rows,
         )
         self.final = None if final_channels is None else nn.Linear(queries.num_channels, final_channels)
+        self.query_chunk_size: int | None = DECODER_QUERY_CHUNK
 
     def forward(self, query: torch.Tensor, z: torch.Tensor, query_mask: torch.Tensor | None = None) -> torch.Tensor:
         """query: (B, Nq, Cq), z: (B, N, D), query_mask: bool (B, Nq) → (B, Nq, C_out)."""
@@ -51,7 +57,21 @@ class PerceiverDecoder(nn.Module):
             if query_mask.shape[1] != query.shape[1]:
                 raise ValueError(f"query mask of length {query_mask.shape[1]} for {query.shape[1]} decoder queries")
             mask = query_mask[:, :, None]  # (B, Nq, 1): a masked query sees no latent
-        out = self.cross_attn(query, z, mask)
+        kv = self.cross_attn.keys_values(z)  # once, shared by every chunk of queries
+        n, chunk = query.shape[1], self.query_chunk_size or query.shape[1]
+        if n <= chunk:
+            return self._decode(query, kv, mask)
+        parts = [
+            self._decode(query[:, i : i + chunk], kv, None if mask is None else mask[:, i : i + chunk])
+            for i in range(0, n, chunk)
+        ]
+        return torch.cat(parts, dim=1)
+
+    def _decode(
+        self, query: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """One chunk: query (B, n, Cq), the latents' keys/values, mask (B, n, 1) or None → (B, n, C_out)."""
+        out = self.cross_attn(query, mask=mask, keys_values=kv)
         return out if self.final is None else self.final(out)
 
 

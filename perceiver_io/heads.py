@@ -33,7 +33,10 @@ def classification_decoder(config: PerceiverConfig) -> PerceiverDecoder:
     """One learned query of width d_latents → num_labels logits (DeepMind's ``ClassificationDecoder``)."""
     residual = True if config.decoder_query_residual is None else config.decoder_query_residual
     return PerceiverDecoder(
-        config, TrainableQueries(1, config.d_latents), final_channels=config.num_labels, use_query_residual=residual
+        config,
+        TrainableQueries(1, config.d_latents),
+        final_channels=config.num_labels,
+        use_query_residual=residual,
     )
 
 

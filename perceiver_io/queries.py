@@ -12,7 +12,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from perceiver_io.layers.position import FourierPositionEncoding, TrainablePositionEncoding, subsampled_positions
+from perceiver_io.layers.position import (
+    FourierPositionEncoding,
+    TrainablePositionEncoding,
+    subsampled_positions,
+)
 
 
 class TrainableQueries(nn.Module):

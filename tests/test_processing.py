@@ -162,9 +162,7 @@ def test_decode_invalid_utf8_and_batches_match_transformers(tokenizer, hf_tokeni
 def test_encode_matches_transformers(tokenizer, hf_tokenizer):
     text = TEXTS["non_ascii"]
     assert tokenizer.encode(text) == hf_tokenizer.encode(text)
-    assert torch.equal(
-        tokenizer.encode(text, return_tensors="pt"), hf_tokenizer.encode(text, return_tensors="pt")
-    )
+    assert torch.equal(tokenizer.encode(text, return_tensors="pt"), hf_tokenizer.encode(text, return_tensors="pt"))
 
 
 def test_save_load_round_trip_through_transformers(tmp_path, hf_tokenizer):
@@ -422,9 +420,7 @@ def test_bad_processor_options_raise_value_error():
     with pytest.raises(ValueError, match="'tf'"):
         PerceiverImageProcessor()(photos()["chelsea"], return_tensors="tf")
     with pytest.raises(ValueError, match=r"different shapes \[\(3, 262, 262\), \(3, 448, 448\)\]"):
-        PerceiverImageProcessor(do_resize=False)(
-            [photos()["chelsea"], photos()["astronaut"]], return_tensors="pt"
-        )
+        PerceiverImageProcessor(do_resize=False)([photos()["chelsea"], photos()["astronaut"]], return_tensors="pt")
     with pytest.raises(ValueError, match=r"image_mean.*\(0.5, 0.5\)"):
         PerceiverImageProcessor(image_mean=(0.5, 0.5))
     with pytest.raises(ValueError, match=r"size.*-3"):

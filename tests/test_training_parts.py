@@ -29,9 +29,7 @@ from perceiver_io.training.optim import (
 # LAMB
 
 
-def reference_lamb(
-    params, targets, decayed, *, steps, lr_at, weight_decay, max_norm, b1=0.9, b2=0.999, eps=1e-6
-):
+def reference_lamb(params, targets, decayed, *, steps, lr_at, weight_decay, max_norm, b1=0.9, b2=0.999, eps=1e-6):
     """DeepMind's chain in plain numpy float64, on the loss sum_k ||p_k - t_k||^2 (gradient 2 (p_k - t_k)):
     clip_by_global_norm → scale_by_adam → add_weight_decay → scale_by_trust_ratio → schedule → scale(-1)."""
     params = {k: v.copy() for k, v in params.items()}
@@ -120,9 +118,7 @@ def test_param_groups_exclude_exactly_biases_and_norms():
             self.pos_emb = nn.Parameter(torch.zeros(5, 8))
             self.proj = nn.Linear(8, 8)
             self.layer_norm_named_linear = nn.Linear(8, 8)  # the name says norm, the type does not
-            self.blocks = nn.Sequential(
-                nn.LayerNorm(8), nn.Conv1d(8, 8, 3), nn.BatchNorm1d(8), nn.GroupNorm(2, 8)
-            )
+            self.blocks = nn.Sequential(nn.LayerNorm(8), nn.Conv1d(8, 8, 3), nn.BatchNorm1d(8), nn.GroupNorm(2, 8))
             self.attn = nn.MultiheadAttention(8, 2)
             self.scale = Scale()
             self.head = nn.Linear(8, 10, bias=False)

@@ -29,7 +29,9 @@ class MultimodalPreprocessor(nn.Module):
         self.padding = nn.ParameterDict(
             {m: nn.Parameter(torch.randn(1, self.num_channels - p.num_channels) * 0.02) for m, p in modalities.items()}
         )
-        self.mask = nn.ParameterDict({m: nn.Parameter(torch.randn(1, self.num_channels) * 0.02) for m in self.mask_probs})
+        self.mask = nn.ParameterDict(
+            {m: nn.Parameter(torch.randn(1, self.num_channels) * 0.02) for m in self.mask_probs}
+        )
 
     def forward(self, inputs: Mapping[str, torch.Tensor], interpolate_pos_encoding: bool = False):
         if not isinstance(inputs, Mapping) or set(inputs) != set(self.modalities):
@@ -38,17 +40,26 @@ class MultimodalPreprocessor(nn.Module):
         batch_sizes = {m: x.shape[0] for m, x in inputs.items()}
         if len(set(batch_sizes.values())) != 1:
             raise ValueError(f"modalities have different batch sizes: {batch_sizes}")
-        padded, sizes, without_pos = {}, {}, {}
+        features, without_pos = {}, {}
         for m in sorted(self.modalities):
-            x, _, without_pos[m] = self.modalities[m](inputs[m])
-            b, n, _ = x.shape
-            x = torch.cat([x, self.padding[m].to(x.dtype).expand(b, n, -1)], dim=-1)
+            features[m], _, without_pos[m] = self.modalities[m](inputs[m])
+        sizes = {m: x.shape[1] for m, x in features.items()}
+        # Written in place into one (B, M, C) array: padding each modality and then concatenating would hold up to
+        # three copies of the video's inputs at once.
+        first = features[min(features)]
+        out = first.new_empty(first.shape[0], sum(sizes.values()), self.num_channels)
+        start = 0
+        for m, x in features.items():
+            b, n, c = x.shape
+            rows = slice(start, start + n)
+            out[:, rows, :c] = x
+            out[:, rows, c:] = self.padding[m].to(x.dtype)
             p = self.mask_probs.get(m, 0.0)
             if p > 0:
                 drop = torch.ones(b, n, 1, device=x.device) if p >= 1 else torch.rand(b, n, 1, device=x.device) < p
-                x = torch.where(drop.bool(), self.mask[m].to(x.dtype).expand(b, n, -1), x)
-            padded[m], sizes[m] = x, n
-        return torch.cat([padded[m] for m in sorted(padded)], dim=1), sizes, without_pos
+                out[:, rows] = torch.where(drop.bool(), self.mask[m].to(x.dtype).expand(b, n, -1), out[:, rows])
+            start += n
+        return out, sizes, without_pos
 
 
 class MultimodalPostprocessor(nn.Module):

@@ -19,12 +19,16 @@ class TextPreprocessor(nn.Module):
 
     def forward(self, inputs: torch.Tensor, interpolate_pos_encoding: bool = False):
         if inputs.dtype.is_floating_point or inputs.dim() != 2:
-            raise ValueError(f"text inputs must be integer token ids (batch, length); got {inputs.dtype} {inputs.shape}")
+            raise ValueError(
+                f"text inputs must be integer token ids (batch, length); got {inputs.dtype} {inputs.shape}"
+            )
         length, max_len = inputs.shape[1], self.position_embeddings.num_embeddings
         if length > max_len:
             raise ValueError(f"sequence of {length} tokens is longer than the position table ({max_len})")
         vocab = self.embeddings.num_embeddings
-        if inputs.numel() and (int(inputs.min()) < 0 or int(inputs.max()) >= vocab):
+        # The range check reads values, which a traced graph cannot (torch.compile would break, ONNX export fail).
+        checkable = inputs.numel() and not torch.compiler.is_compiling()
+        if checkable and (int(inputs.min()) < 0 or int(inputs.max()) >= vocab):
             raise ValueError(f"token ids must lie in [0, {vocab}); got {int(inputs.min())}..{int(inputs.max())}")
         tokens = self.embeddings(inputs)
         return tokens + self.position_embeddings.weight[:length], None, tokens

@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from perceiver_io.layers import onednn
+
+# The plain paths compute attention in blocks of (example, head) pairs × queries. Pairs are grouped while their
+# scores stay within this many (8 MB in float32), so a block's scores stay in cache between the two GEMMs and the
+# softmax: 1.5–3× faster than one pass over all B·H·T·S scores for flow's and batch-8 vision's self-attention.
+SCORE_BLOCK_ELEMENTS = 1 << 21
+# A pair with more scores than that is split into blocks of queries: no fewer than MIN_BLOCK_ROWS (GEMMs with a
+# few dozen rows run at a third of their speed) unless that would exceed SCORE_MEMORY_ELEMENTS (64 MB in float32),
+# which bounds memory for cross-attention over 10⁵–10⁶ inputs or a decoder with 10⁵ queries.
+MIN_BLOCK_ROWS = 256
+SCORE_MEMORY_ELEMENTS = 1 << 24
+# Cross-attention over more inputs than one key block (``key_block_size``) is computed, without autograd, one block
+# of keys at a time with an online softmax: its inputs' LayerNorm, keys and values never exist for all inputs at
+# once (3× the inputs' size otherwise). Blocks hold at least this many keys, so the GEMMs stay wide.
+MIN_KEY_BLOCK = 4096
+KEY_BLOCK_SCORES = 1 << 22  # 16 MB of float32 scores per key block
+
+# oneDNN's per-(example, head) GEMMs need this many scores per pair to amortise their per-call cost (language
+# self-attention, 256 × 256 per head: 0.75× the plain path).
+ONEDNN_MIN_PAIR_SCORES = 1 << 17
+# Attention over more keys than this (flow's 182,528 inputs) splits its queries into thin blocks: float32 then keeps
+# SDPA's flash kernel (1.1× over oneDNN), bf16 prefers oneDNN's GEMMs over torch's (1.2×).
+HUGE_KEY_SET = 1 << 16
 
 
 def mask_to_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -16,12 +42,185 @@ def mask_to_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
 
 
-def _use_fused(q: torch.Tensor, v: torch.Tensor) -> bool:
-    # On CPU, SDPA wins for fp32 with equal q/v head widths; it loses for the language model's 32/160 split and in
-    # bf16 (measured in benchmarks/attention_paths.py). On GPU the fused kernels always win.
+def attention_path(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0, allow_onednn: bool = False
+) -> str:
+    """Which kernel computes softmax(qkᵀ/√d)v fastest here: ``"sdpa"``, ``"plain"`` or ``"onednn"``.
+
+    Measured on a 2-core Zen 5 with ``benchmarks/attention_paths.py`` (results/attention_paths.md):
+      float32: SDPA's CPU flash kernel wins where q and v heads have equal width (1.2–4× over the plain path for
+        latent self-attention, 1.1–2× for the big single-head cross-attentions); with unequal widths (the language
+        model's 32/160) it does not apply and its unfused fallback runs at 0.7–0.85× the plain path.
+      bfloat16: the plain path (oneDNN's bf16 GEMMs, blocked) beats SDPA everywhere, 1.6–3.7×.
+      ``allow_onednn`` (``optimize_for_inference``; no autograd): in float32, the plain path with oneDNN's GEMMs
+        beats the best of the others 1.3–2× (ONEDNN_MIN_PAIR_SCORES and HUGE_KEY_SET mark the exceptions).
+    Off CPU the fused kernels always win. Dropout needs a plain path on CPU: SDPA's flash kernel has none.
+    """
     if q.device.type != "cpu":
-        return True
-    return q.dtype == torch.float32 and q.shape[-1] == v.shape[-1]
+        return "sdpa"
+    t, s = q.shape[-2], k.shape[-2]
+    fusable = dropout_p == 0 and q.shape[-1] == v.shape[-1]
+    onednn_ok = allow_onednn and t * s >= ONEDNN_MIN_PAIR_SCORES and onednn.usable(q, k, v)
+    if q.dtype not in (torch.float32, torch.float64):
+        return "onednn" if onednn_ok and s > HUGE_KEY_SET else "plain"
+    if onednn_ok and not (fusable and s > HUGE_KEY_SET):
+        return "onednn"
+    return "sdpa" if fusable else "plain"
+
+
+def score_blocks(
+    pairs: int, t: int, s: int, max_scores: int = SCORE_BLOCK_ELEMENTS, max_pairs: int | None = None
+) -> list[tuple[slice, slice]]:
+    """Blocks (pair range, query range) covering ``pairs`` (example, head) pairs × ``t`` queries over ``s`` keys.
+
+    Whole pairs are grouped (at most ``max_pairs``) while their scores fit in ``max_scores``; a larger pair is
+    split into blocks of queries (see MIN_BLOCK_ROWS and SCORE_MEMORY_ELEMENTS, scaled with ``max_scores``).
+    """
+    if t * s <= max_scores:
+        group = min(max_scores // (t * s), max_pairs or pairs)
+        return [(slice(i, i + group), slice(0, t)) for i in range(0, pairs, group)]
+    memory_rows = max_scores * (SCORE_MEMORY_ELEMENTS // SCORE_BLOCK_ELEMENTS) // s
+    rows = max(1, max_scores // s, min(MIN_BLOCK_ROWS, memory_rows))
+    return [(slice(i, i + 1), slice(r, r + rows)) for i in range(pairs) for r in range(0, t, rows)]
+
+
+def _softmax(scores: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
+    """Row softmax of scores (…, T, S), masked (bool, broadcastable; True = attend), with dropout."""
+    if mask is not None:
+        # Same result as adding the finite bias of mask_to_bias: a masked score becomes the dtype's minimum.
+        scores = scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
+    probs = scores.softmax(dim=-1)
+    return F.dropout(probs, dropout_p) if dropout_p else probs
+
+
+def _torch_block(
+    q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float
+) -> torch.Tensor:
+    """softmax(q kᵀ) v with torch's GEMMs: q (…, T, Dqk) pre-scaled, kt (…, Dqk, S), v (…, S, Dv) → (…, T, Dv)."""
+    return torch.matmul(_softmax(torch.matmul(q, kt), mask, dropout_p), v)
+
+
+def _onednn_block(
+    q: torch.Tensor, k: torch.Tensor, vt: torch.Tensor, mask: torch.Tensor | None, dropout_p: float
+) -> torch.Tensor:
+    """One (example, head) pair through oneDNN: q (1, T, Dqk) pre-scaled, k (1, S, Dqk) and vt (1, Dv, S)
+    contiguous → (1, T, Dv)."""
+    scores = onednn.linear(q[0], k[0])  # (T, S) = q kᵀ
+    return onednn.linear(_softmax(scores, None if mask is None else mask[0], dropout_p), vt[0])[None]
+
+
+def plain_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    max_scores: int = SCORE_BLOCK_ELEMENTS,
+    use_onednn: bool = False,
+) -> torch.Tensor:
+    """softmax(q kᵀ/√d) v in blocks of at most ``max_scores`` scores (``score_blocks``; exact: every query's softmax
+    is independent), with torch's GEMMs or, ``use_onednn``, oneDNN's (one (example, head) pair per block).
+
+    q: (B, H, T, Dqk), k: (B, H, S, Dqk), v: (B, H, S, Dv), mask: bool (B, T or 1, S) → (B, H, T, Dv).
+    """
+    b, h, t, dqk = q.shape
+    s, dv = k.shape[-2], v.shape[-1]
+    q = q * dqk**-0.5  # scaling the (T, D) queries is cheaper than scaling the (T, S) scores
+    mask = None if mask is None else mask[:, None]  # (B, 1, T or 1, S): the same for every head
+    if use_onednn:  # oneDNN's "weights" k and vᵀ must be contiguous, or it builds a new kernel per call (100× slower)
+        k, v = k.contiguous(), v.transpose(-1, -2).contiguous()
+    else:  # kᵀ laid out once: bf16 GEMMs on a transposed view of k run 1.5–7× slower
+        k = k.transpose(-1, -2).contiguous()
+        if b * h * t * s <= max_scores or torch.compiler.is_compiling():
+            # One block. Traced graphs always take this form: loops over examples would pin a dynamic batch size.
+            return _torch_block(q, k, v, mask, dropout_p)
+    pairs = b * h
+    q, k, v = q.reshape(pairs, t, dqk), k.reshape(pairs, *k.shape[2:]), v.reshape(pairs, *v.shape[2:])
+    if mask is not None:
+        mask = mask.expand(b, h, *mask.shape[2:]).reshape(pairs, *mask.shape[2:])
+    block_fn = _onednn_block if use_onednn else _torch_block
+    out = q.new_empty(pairs, t, dv)
+    for p, rows in score_blocks(pairs, t, s, max_scores, 1 if use_onednn else None):
+        block_mask = None if mask is None else mask[p, rows] if mask.shape[1] > 1 else mask[p]
+        out[p, rows] = block_fn(q[p, rows], k[p], v[p], block_mask, dropout_p)
+    return out.view(b, h, t, dv)
+
+
+def sdpa_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` with the mask as a finite bias; same arguments as ``plain_attention``.
+
+    Its CPU flash kernel walks the keys in blocks with an online softmax: no (T, S) score matrix is materialised,
+    even for 10⁵–10⁶ keys (peak memory measured flat for 2048 queries × 182,528 keys, with and without a mask).
+    """
+    bias = None if mask is None else mask_to_bias(mask[:, None], q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
+
+
+def key_block_size(batch: int, heads: int, queries: int) -> int:
+    """Keys per block for ``attend_key_blocks``: one block's scores (B, H, T, block) hold at most
+    KEY_BLOCK_SCORES values, and a block at least MIN_KEY_BLOCK keys."""
+    return max(MIN_KEY_BLOCK, KEY_BLOCK_SCORES // max(1, batch * heads * queries))
+
+
+def _exp_scores(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """In place (no autograd here): scores (…, T, S) → exp(scores − row max), the row max (…, T, 1) and the rows'
+    sums (…, T, 1) in float32, so that bf16 scores still give an accurate log-sum-exp."""
+    peak = scores.amax(dim=-1, keepdim=True)
+    weights = scores.sub_(peak).exp_()
+    return weights, peak, weights.sum(dim=-1, keepdim=True, dtype=torch.float32)
+
+
+def _normalised(out: torch.Tensor, peak: torch.Tensor, total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unnormalised block output (…, T, Dv) → (float32 output, float32 log-sum-exp (…, T))."""
+    return out.float() / total, (peak.float() + total.log()).squeeze(-1)
+
+
+def partial_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allow_onednn: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of q over one block of keys and the log-sum-exp of its scores, both float32, through the path
+    attention_path picks: (B, H, T, Dv), (B, H, T). Unmasked, no dropout, no autograd (CPU inference)."""
+    path = attention_path(q, k, v, 0.0, allow_onednn)
+    if path == "sdpa":
+        # The op behind F.scaled_dot_product_attention on CPU; it also returns the log-sum-exp the merge needs.
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)
+        return out.float(), lse.float()
+    b, h, t, dqk = q.shape
+    q = q * dqk**-0.5
+    if path == "plain":
+        weights, peak, total = _exp_scores(torch.matmul(q, k.transpose(-1, -2).contiguous()))
+        return _normalised(torch.matmul(weights, v), peak, total)
+    k, vt = k.contiguous(), v.transpose(-1, -2).contiguous()  # contiguous "weights" for oneDNN
+    outs, lses = [], []
+    for i in range(b):
+        for j in range(h):
+            weights, peak, total = _exp_scores(onednn.linear(q[i, j], k[i, j]))
+            out, lse = _normalised(onednn.linear(weights, vt[i, j]), peak, total)
+            outs.append(out)
+            lses.append(lse)
+    return torch.stack(outs).view(b, h, t, -1), torch.stack(lses).view(b, h, t)
+
+
+def attend_key_blocks(
+    q: torch.Tensor, blocks: Iterable[tuple[torch.Tensor, torch.Tensor]], allow_onednn: bool = False
+) -> torch.Tensor:
+    """softmax(q kᵀ/√d) v over all keys, given as blocks of (k (B, H, S_j, Dqk), v (B, H, S_j, Dv)): an online
+    softmax merges each block's normalised output by its log-sum-exp, in float32 (exact up to rounding).
+
+    Unmasked, no dropout, no autograd: see ``PerceiverLayer`` for when this applies. → (B, H, T, Dv).
+    """
+    out = lse = None
+    for k, v in blocks:
+        part, part_lse = partial_attention(q, k, v, allow_onednn)
+        if out is None:
+            out, lse = part, part_lse
+            continue
+        merged = torch.logaddexp(lse, part_lse)
+        out = out.mul_((lse - merged).exp_()[..., None]).add_(part.mul_((part_lse - merged).exp_()[..., None]))
+        lse = merged
+    return out.to(q.dtype)
 
 
 def attend(
@@ -32,27 +231,23 @@ def attend(
     *,
     dropout_p: float = 0.0,
     wipe_fully_masked_rows: bool = False,
+    allow_onednn: bool = False,
 ) -> torch.Tensor:
-    """Scaled dot-product attention with per-head scaling 1/sqrt(d_qk).
+    """Scaled dot-product attention with per-head scaling 1/sqrt(d_qk), through the path attention_path picks.
 
     Args:
         q: (B, H, T, Dqk) queries; k: (B, H, S, Dqk) keys; v: (B, H, S, Dv) values.
         mask: optional bool (B, T, S) or (B, 1, S); True marks a key the query may attend to.
         wipe_fully_masked_rows: zero the output of queries whose keys are all masked (DeepMind's rule).
+        allow_onednn: let inference without autograd use oneDNN's GEMMs (see ``optimize_for_inference``).
     Returns:
         (B, H, T, Dv)
     """
-    bias = None if mask is None else mask_to_bias(mask[:, None], q.dtype)
-    if _use_fused(q, v):
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
+    path = attention_path(q, k, v, dropout_p, allow_onednn)
+    if path == "sdpa":
+        out = sdpa_attention(q, k, v, mask, dropout_p)
     else:
-        scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, T, S)
-        if bias is not None:
-            scores = scores + bias
-        probs = scores.softmax(dim=-1)
-        if dropout_p:
-            probs = F.dropout(probs, dropout_p)
-        out = torch.matmul(probs, v)
+        out = plain_attention(q, k, v, mask, dropout_p, use_onednn=path == "onednn")
     if wipe_fully_masked_rows and mask is not None:
         out = out * mask.any(dim=-1)[:, None, :, None].to(out.dtype)
     return out
@@ -83,6 +278,7 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.dropout = dropout
         self.wipe_fully_masked_rows = wipe_fully_masked_rows
+        self.allow_onednn = False  # set by perceiver_io.inference.optimize_for_inference
         self.q = nn.Linear(q_dim, qk_channels)
         self.k = nn.Linear(kv_dim, qk_channels)
         self.v = nn.Linear(kv_dim, v_channels)
@@ -92,16 +288,48 @@ class Attention(nn.Module):
         b, n, c = x.shape
         return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)  # (B, H, N, C/H)
 
-    def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x_q: (B, T, Cq), x_kv: (B, S, Ckv), mask: bool (B, T, S) or (B, 1, S) → (B, T, output_channels)."""
-        q, k, v = self._heads(self.q(x_q)), self._heads(self.k(x_kv)), self._heads(self.v(x_kv))
+    def keys_values(self, x_kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected keys and values of x_kv (B, S, Ckv) → (B, H, S, Dqk), (B, H, S, Dv).
+
+        Computed once when several chunks of queries attend to the same inputs (see ``forward``).
+        """
+        return self._heads(self.k(x_kv)), self._heads(self.v(x_kv))
+
+    def forward(
+        self,
+        x_q: torch.Tensor,
+        x_kv: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        *,
+        keys_values: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """x_q: (B, T, Cq), x_kv: (B, S, Ckv), mask: bool (B, T, S) or (B, 1, S) → (B, T, output_channels).
+
+        ``keys_values`` (from ``keys_values(x_kv)``) replaces ``x_kv``.
+        """
+        k, v = self.keys_values(x_kv) if keys_values is None else keys_values
         out = attend(
-            q,
+            self._heads(self.q(x_q)),
             k,
             v,
             mask,
             dropout_p=self.dropout if self.training else 0.0,
             wipe_fully_masked_rows=self.wipe_fully_masked_rows,
+            allow_onednn=self.allow_onednn,
         )
+        return self._merge_heads(out)
+
+    def forward_key_blocks(self, x_q: torch.Tensor, x_kv: torch.Tensor, kv_norm: nn.Module, block: int) -> torch.Tensor:
+        """``forward(x_q, kv_norm(x_kv))`` computed ``block`` keys at a time (``attend_key_blocks``), so that the
+        normalised inputs, keys and values never exist for all inputs at once. Unmasked and without autograd only.
+
+        x_q: (B, T, Cq), x_kv: (B, S, Ckv) → (B, T, output_channels).
+        """
+        blocks = (self.keys_values(kv_norm(x_kv[:, i : i + block])) for i in range(0, x_kv.shape[1], block))
+        return self._merge_heads(attend_key_blocks(self._heads(self.q(x_q)), blocks, self.allow_onednn))
+
+    def _merge_heads(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, D) attention output → output projection (B, T, output_channels)."""
         b, h, t, d = out.shape
+        # SDPA's CPU kernel lays its output out as (B, T, H, D): this reshape is then a free view.
         return self.o(out.transpose(1, 2).reshape(b, t, h * d))

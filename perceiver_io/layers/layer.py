@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from perceiver_io.layers.attention import Attention
+from perceiver_io.layers.attention import Attention, key_block_size
 
 LAYER_NORM_EPS = 1e-5  # Haiku's default, and what transformers' layers compute despite its config's 1e-12
 
@@ -72,13 +72,46 @@ class PerceiverLayer(nn.Module):
         )
         self.norm_mlp = nn.LayerNorm(output_channels, eps=LAYER_NORM_EPS)
         self.mlp = MLP(output_channels, widening_factor, gelu_approximate)
+        # Keys per block for a cross-attention to huge inputs (None: key_block_size decides).
+        self.max_key_block: int | None = None
+
+    def keys_values(self, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised, projected keys and values of a cross-attention's inputs kv (B, S, Ckv) →
+        (B, H, S, Dqk), (B, H, S, Dv), to share between chunks of queries (``forward(keys_values=...)``)."""
+        return self.attn.keys_values(self.norm_kv(kv))
 
     def forward(
-        self, x: torch.Tensor, kv: torch.Tensor | None = None, mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        kv: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        *,
+        keys_values: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """x: (B, T, Cq); kv: (B, S, Ckv) for cross-attention; mask: bool (B, T, S) or (B, 1, S)."""
+        """x: (B, T, Cq); kv: (B, S, Ckv) for cross-attention, or its ``keys_values``; mask: bool (B, T, S) or
+        (B, 1, S) → (B, T, C)."""
         h = self.norm_q(x)
-        kv = h if self.norm_kv is None else self.norm_kv(kv)
-        a = self.attn(h, kv, mask)
+        block = None if keys_values is not None else self._key_block(h, kv, mask)
+        if block is not None:
+            a = self.attn.forward_key_blocks(h, kv, self.norm_kv, block)
+        else:
+            if keys_values is None:
+                keys_values = self.attn.keys_values(h if self.norm_kv is None else self.norm_kv(kv))
+            a = self.attn(h, mask=mask, keys_values=keys_values)
         x = x + a if self.use_query_residual else a
         return x + self.mlp(self.norm_mlp(x))
+
+    def _key_block(self, h: torch.Tensor, kv: torch.Tensor | None, mask: torch.Tensor | None) -> int | None:
+        """Keys per block when this cross-attention should run over its inputs in key blocks, else None.
+
+        Only for unmasked CPU inference (no autograd, no dropout) over more inputs than one block: that is where
+        the inputs' LayerNorm, keys and values (3× the inputs' size) would dominate peak memory.
+        """
+        if self.norm_kv is None or mask is not None or kv.device.type != "cpu":
+            return None
+        if (self.training and self.attn.dropout) or torch.compiler.is_compiling():
+            return None
+        if torch.is_grad_enabled() and (kv.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return None
+        block = self.max_key_block or key_block_size(h.shape[0], self.attn.num_heads, h.shape[1])
+        return block if kv.shape[1] > block else None

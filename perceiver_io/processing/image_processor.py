@@ -68,8 +68,7 @@ def _to_chw(image: Any, index: int, do_convert_rgb: bool) -> np.ndarray:
         image = image.detach().cpu().numpy()
     elif not isinstance(image, np.ndarray):
         raise TypeError(
-            f"{where} has type {type(image).__name__}; "
-            "expected a PIL.Image.Image, numpy.ndarray or torch.Tensor"
+            f"{where} has type {type(image).__name__}; expected a PIL.Image.Image, numpy.ndarray or torch.Tensor"
         )
     if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
         raise TypeError(f"{where} has dtype {image.dtype}; expected an integer or floating dtype")
@@ -131,9 +130,7 @@ def _pil_resize(image: np.ndarray, height: int, width: int, resample: int, index
         low, high = float(image.min()), float(image.max())
         if np.allclose(image, image.astype(int)):
             if low < 0 or high > 255:
-                raise ValueError(
-                    f"image {index} has integer values in [{low}, {high}]; expected them in [0, 255]"
-                )
+                raise ValueError(f"image {index} has integer values in [{low}, {high}]; expected them in [0, 255]")
         elif low >= 0 and high <= 1:
             image, scaled_back = _rescale(image, 255), True
         else:
@@ -238,8 +235,7 @@ class PerceiverImageProcessor:
             crop_w = int((self.size["width"] / self.crop_size["width"]) * min_dim)
             if crop_h == 0 or crop_w == 0:
                 raise ValueError(
-                    f"image {index} of size {tuple(chw.shape[1:])} is too small: "
-                    "its centre crop would be empty"
+                    f"image {index} of size {tuple(chw.shape[1:])} is too small: its centre crop would be empty"
                 )
             chw = _center_crop(chw, crop_h, crop_w)
         if self.do_resize:
@@ -285,9 +281,7 @@ class PerceiverImageProcessor:
         return [str(path)]
 
     @classmethod
-    def from_pretrained(
-        cls, pretrained_model_name_or_path: str | Path, **kwargs: Any
-    ) -> PerceiverImageProcessor:
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> PerceiverImageProcessor:
         """Load from a directory written by this class or transformers, or from a Hub repo id.
 
         Keyword arguments override the stored settings. Keys this processor has no use for

@@ -125,9 +125,7 @@ class PerceiverTokenizer:
                 raise ValueError(f"{name} must be 'right' or 'left', got {side!r}")
         if not isinstance(model_max_length, int) or model_max_length < 1:
             raise ValueError(f"model_max_length must be a positive int, got {model_max_length!r}")
-        self.pad_token, self.bos_token, self.eos_token, self.mask_token, self.cls_token, self.sep_token = (
-            tokens
-        )
+        self.pad_token, self.bos_token, self.eos_token, self.mask_token, self.cls_token, self.sep_token = tokens
         self.model_max_length = model_max_length
         self.padding_side = padding_side
         self.truncation_side = truncation_side
@@ -228,9 +226,7 @@ class PerceiverTokenizer:
         elif isinstance(padding, (bool, str)) and padding in _PADDING_STRATEGIES:
             pad_to = _PADDING_STRATEGIES[padding]
         else:
-            raise ValueError(
-                f"padding must be a bool, 'longest', 'max_length' or 'do_not_pad', got {padding!r}"
-            )
+            raise ValueError(f"padding must be a bool, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
         if truncation is None:
             truncate = max_length is not None and pad_to is None
         elif isinstance(truncation, (bool, str)) and truncation in _TRUNCATION_STRATEGIES:
@@ -333,9 +329,7 @@ class PerceiverTokenizer:
             raise ValueError(f"token id {int(token_id)} is outside the vocabulary [0, {self.vocab_size})")
         return int(token_id)
 
-    def convert_ids_to_tokens(
-        self, ids: int | Sequence[int], skip_special_tokens: bool = False
-    ) -> str | list[str]:
+    def convert_ids_to_tokens(self, ids: int | Sequence[int], skip_special_tokens: bool = False) -> str | list[str]:
         """Token strings: a special token's text for ids 0-5, else ``chr(byte)`` (one Latin-1 char)."""
         if not isinstance(ids, (Sequence, np.ndarray, torch.Tensor)):
             token_id = self._check_id(ids)

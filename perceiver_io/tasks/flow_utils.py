@@ -55,14 +55,10 @@ def read_flo(path: str | os.PathLike[str]) -> np.ndarray:
         raise ValueError(f"{os.fspath(path)!r}: {len(data)} bytes, shorter than the 12-byte .flo header")
     magic = float(np.frombuffer(data, dtype="<f4", count=1)[0])
     if magic != FLO_MAGIC:
-        raise ValueError(
-            f"{os.fspath(path)!r}: magic number {magic!r}, expected {FLO_MAGIC} (not a .flo file)"
-        )
+        raise ValueError(f"{os.fspath(path)!r}: magic number {magic!r}, expected {FLO_MAGIC} (not a .flo file)")
     width, height = (int(n) for n in np.frombuffer(data, dtype="<i4", count=2, offset=4))
     if width <= 0 or height <= 0:
-        raise ValueError(
-            f"{os.fspath(path)!r}: header gives width {width}, height {height}; both must be > 0"
-        )
+        raise ValueError(f"{os.fspath(path)!r}: header gives width {width}, height {height}; both must be > 0")
     expected = 12 + height * width * 2 * 4
     if len(data) != expected:
         raise ValueError(
@@ -81,9 +77,7 @@ def write_flo(path: str | os.PathLike[str], flow: np.ndarray) -> None:
     """
     flow = np.asarray(flow)
     if flow.ndim != 3 or flow.shape[2] != 2 or flow.shape[0] == 0 or flow.shape[1] == 0:
-        raise ValueError(
-            f"{os.fspath(path)!r}: flow must have shape [H, W, 2] with H, W > 0, got {flow.shape}"
-        )
+        raise ValueError(f"{os.fspath(path)!r}: flow must have shape [H, W, 2] with H, W > 0, got {flow.shape}")
     height, width = flow.shape[:2]
     header = np.array([FLO_MAGIC], dtype="<f4").tobytes() + np.array([width, height], dtype="<i4").tobytes()
     payload = np.ascontiguousarray(flow, dtype="<f4").tobytes()
@@ -364,9 +358,7 @@ def tile_origins(
     """
     th, tw = _check_tile(tile, min_overlap)
     if height < th or width < tw:
-        raise ValueError(
-            f"frame {height}x{width} is smaller than the tile {th}x{tw}; pad it (see tiled_flow)"
-        )
+        raise ValueError(f"frame {height}x{width} is smaller than the tile {th}x{tw}; pad it (see tiled_flow)")
     ys = list(range(0, height, th - min_overlap))
     xs = list(range(0, width, tw - min_overlap))
     ys[-1] = height - th
@@ -439,9 +431,7 @@ def tiled_flow(
         window = np.s_[y : y + th, x : x + tw]
         out = np.asarray(predict(f1[window].copy(), f2[window].copy()))
         if out.shape != (th, tw, 2):
-            raise ValueError(
-                f"predict returned shape {out.shape} for the tile at ({y}, {x}); need {(th, tw, 2)}"
-            )
+            raise ValueError(f"predict returned shape {out.shape} for the tile at ({y}, {x}); need {(th, tw, 2)}")
         flow_sum[window] += weights * out
         weight_sum[window] += weights
     flow = flow_sum / weight_sum

@@ -106,7 +106,5 @@ class ShardedBatches:
         fixed = ("seed", "n_items", "batch_size", "drop_last")
         mismatched = {k: (state[k], getattr(self, k)) for k in fixed if state[k] != getattr(self, k)}
         if mismatched:
-            raise ValueError(
-                f"batch order settings differ from the checkpoint (saved, current): {mismatched}"
-            )
+            raise ValueError(f"batch order settings differ from the checkpoint (saved, current): {mismatched}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])

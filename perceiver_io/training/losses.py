@@ -12,9 +12,7 @@ PERCEIVER_MASK_ID = 3
 PERCEIVER_VOCAB_SIZE = 262
 
 
-def smoothed_cross_entropy(
-    logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.1
-) -> torch.Tensor:
+def smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.1) -> torch.Tensor:
     """Mean softmax cross-entropy against ``(1 - smoothing)·targets + smoothing/K``, DeepMind's ImageNet loss.
 
     Args:
@@ -149,9 +147,7 @@ def mask_bytes(
     select = (torch.rand(ids.shape, generator=generator, device=device) < mask_prob) & eligible
     action = torch.rand(ids.shape, generator=generator, device=device)
     non_special = torch.tensor([i for i in range(vocab_size) if i not in special_ids], device=device)
-    random_ids = non_special[
-        torch.randint(0, len(non_special), ids.shape, generator=generator, device=device)
-    ]
+    random_ids = non_special[torch.randint(0, len(non_special), ids.shape, generator=generator, device=device)]
 
     masked = torch.where(select & (action < 0.8), torch.full_like(ids, mask_id), ids)
     masked = torch.where(select & (action >= 0.8) & (action < 0.9), random_ids, masked)

@@ -183,9 +183,7 @@ def _cosine_decay(count: int, decay_steps: int, init_value: float, end_value: fl
     return end_value + (init_value - end_value) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def constant_cosine_schedule(
-    step: int, total_steps: int, base_lr: float, constant_fraction: float = 0.5
-) -> float:
+def constant_cosine_schedule(step: int, total_steps: int, base_lr: float, constant_fraction: float = 0.5) -> float:
     """DeepMind's ``'constant_cosine'``: ``base_lr`` for ``int(constant_fraction·total_steps)`` steps, then a
     cosine decay to 0 at ``total_steps`` (and 0 after). ``step`` is the 0-based update count; no warmup."""
     if total_steps <= 0 or not 0.0 <= constant_fraction <= 1.0:
@@ -237,9 +235,7 @@ def constant_cosine_scheduler(
     )
 
 
-def warmup_cosine_scheduler(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int
-) -> LambdaLR:
+def warmup_cosine_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> LambdaLR:
     """:func:`warmup_cosine_schedule` (from 0, to 0) as a ``LambdaLR`` scaling each group's initial lr."""
     return LambdaLR(
         optimizer,

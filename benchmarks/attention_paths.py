@@ -1,0 +1,113 @@
+"""Which attention kernel is fastest for each attention of the released models: the data behind
+``perceiver_io.layers.attention.attention_path``.
+
+For every attention shape of the six released models (batch 1, and batch 8 for vision's latents), in float32 and
+bfloat16, times (interleaved, medians): SDPA; the plain path unblocked (one pass over all B·H·T·S scores); the plain
+path blocked to SCORE_BLOCK_ELEMENTS (the default); the plain path on oneDNN (``optimize_for_inference``). Reports
+GFLOP/s, the fastest, and what the policy picks with and without oneDNN allowed.
+
+    .venv/bin/python benchmarks/attention_paths.py [--cases vision_self flow_self] [--dtypes fp32]
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+from common import RESULTS, interleaved, machine, write_json
+
+from perceiver_io.layers import onednn
+from perceiver_io.layers.attention import attention_path, plain_attention, sdpa_attention
+
+# name: (batch, heads, queries T, keys S, qk width per head, v width per head)
+CASES = {
+    "vision_cross": (1, 1, 512, 50176, 261, 261),
+    "vision_self": (1, 8, 512, 512, 128, 128),
+    "vision_self_b8": (8, 8, 512, 512, 128, 128),
+    "language_cross": (1, 8, 256, 2048, 32, 160),
+    "language_self": (1, 8, 256, 256, 32, 160),
+    "language_decoder": (1, 8, 2048, 256, 32, 96),
+    "flow_cross": (1, 1, 2048, 182528, 322, 322),
+    "flow_self": (1, 16, 2048, 2048, 32, 32),
+    "flow_decoder_chunk": (1, 1, 16384, 2048, 512, 512),
+    "multimodal_cross": (1, 1, 784, 52097, 704, 704),
+    "multimodal_self": (1, 8, 784, 784, 64, 64),
+    "multimodal_decoder_chunk": (1, 1, 6290, 784, 512, 512),
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def head_views(b: int, n: int, h: int, d: int, dtype: torch.dtype, g: torch.Generator) -> torch.Tensor:
+    """(B, H, N, D) as the model makes it: a head-split view of a (B, N, H·D) projection."""
+    return torch.randn(b, n, h * d, generator=g).to(dtype).view(b, n, h, d).transpose(1, 2)
+
+
+def measure(name: str, dtype: torch.dtype, repeats: int) -> dict[str, Any]:
+    b, h, t, s, dqk, dv = CASES[name]
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (head_views(b, n, h, d, dtype, g) for n, d in ((t, dqk), (s, dqk), (s, dv)))
+    runs = {
+        "sdpa": lambda: sdpa_attention(q, k, v),
+        "plain blocked": lambda: plain_attention(q, k, v),
+    }
+    if b * h * t * s <= 1 << 28:  # the unblocked pass needs all scores at once (1 GiB in float32 at this size)
+        runs["plain unblocked"] = lambda: plain_attention(q, k, v, max_scores=b * h * t * s)
+    if onednn.available():
+        runs["plain oneDNN"] = lambda: plain_attention(q, k, v, use_onednn=True)
+    flops = 2 * b * h * t * s * (dqk + dv)
+    with torch.no_grad():
+        timing = interleaved(runs, repeats)
+        picks = {allow: attention_path(q, k, v, 0.0, allow) for allow in (False, True)}
+    names = {"sdpa": "sdpa", "plain": "plain blocked", "onednn": "plain oneDNN"}
+    return {
+        "case": name,
+        "shape": dict(zip(("batch", "heads", "T", "S", "d_qk", "d_v"), CASES[name], strict=True)),
+        "dtype": str(dtype).removeprefix("torch."),
+        "gflops": {k_: flops / r["seconds"] / 1e9 for k_, r in timing.items()},
+        "fastest": min(timing, key=lambda k_: timing[k_]["seconds"]),
+        "policy": names[picks[False]],
+        "policy_onednn": names[picks[True]],
+    }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    columns = ["sdpa", "plain unblocked", "plain blocked", "plain oneDNN"]
+    lines = [
+        "# Attention kernels (GFLOP/s; interleaved medians)",
+        "",
+        "policy: what `attention_path` picks by default; policy+oneDNN: after `optimize_for_inference`.",
+        "",
+        "| case | dtype | " + " | ".join(columns) + " | fastest | policy | policy+oneDNN |",
+        "|---|---|" + "---|" * (len(columns) + 3),
+    ]
+    for r in rows:
+        cells = [f"{r['gflops'][c]:.0f}" if c in r["gflops"] else "–" for c in columns]
+        lines.append(
+            f"| {r['case']} | {r['dtype']} | " + " | ".join(cells) + f" | {r['fastest']} | {r['policy']} | "
+            f"{r['policy_onednn']} |"
+        )
+    lines += ["", f"Machine: `{machine()}`", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    rows = []
+    for name in args.cases:
+        for dtype in args.dtypes:
+            rows.append(measure(name, DTYPES[dtype], args.repeats))
+            r = rows[-1]
+            print(name, dtype, {k: round(v) for k, v in r["gflops"].items()}, "policy:", r["policy"], flush=True)
+    write_json(RESULTS / "attention_paths.json", {"rows": rows, "machine": machine()})
+    text = markdown(rows)
+    (RESULTS / "attention_paths.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Optical flow between two frames of any size, as in DeepMind's optical-flow colab.
+
+Frames are scaled to [-1, 1] (``im / 255 * 2 - 1``), cut into 3×3 patches per pixel, and fed to the model in
+tiles of the model's ``config.train_size`` (368×496), blended with the colab's pyramid weights
+(`perceiver_io.tasks.flow_utils.tiled_flow`). Frames smaller than a tile are edge-padded to one tile and the
+result cropped back (the colab refuses them); so are the few sizes where the colab's tile grid would leave the
+frame (see `overflow_padding`). The model returns flow / 100 (transformers' convention); the colab
+multiplies by ``FLOW_SCALE_FACTOR = 20`` to get pixels, and so does this module.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from torch import nn
+
+from perceiver_io.adapters.image import patches_for_flow
+from perceiver_io.tasks.common import evaluating, load_image, model_device, progress_bar, require_head
+from perceiver_io.tasks.flow_utils import MIN_OVERLAP, tile_origins, tiled_flow
+
+FLOW_SCALE_FACTOR = 20.0
+FLOW_HEADS = ("PerceiverForOpticalFlow",)
+
+
+def default_overlap(tile: tuple[int, int]) -> int:
+    """The colab's 20-pixel minimum overlap, reduced to half the shorter tile side for tiny test models."""
+    return min(MIN_OVERLAP, min(tile) // 2)
+
+
+def as_frame(frame: Any) -> np.ndarray:
+    """A path, PIL image or ``[H, W, 3]`` array in 0..255 → float32 ``[H, W, 3]`` (floats are not rounded)."""
+    if isinstance(frame, (str, os.PathLike)):
+        frame = load_image(frame)
+    if isinstance(frame, PIL.Image.Image):
+        frame = frame.convert("RGB")
+    array = np.asarray(frame, dtype=np.float32)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"a frame must be [H, W, 3] RGB, got shape {array.shape}")
+    return array
+
+
+def predict_tile(model: nn.Module, frame1: np.ndarray, frame2: np.ndarray) -> np.ndarray:
+    """One forward pass on two whole frames, no tiling: ``[h, w, 3]`` in 0..255 → flow ``[h, w, 2]`` in pixels."""
+    frames = torch.from_numpy(np.stack([frame1, frame2])).float()  # (2, h, w, 3)
+    frames = (frames / 255 * 2 - 1).permute(0, 3, 1, 2)[None]  # (1, 2, 3, h, w) in [-1, 1]
+    patches = patches_for_flow(frames).to(model_device(model))  # (1, 2, 27, h, w)
+    with evaluating(model):
+        flow = model(inputs=patches).logits[0]  # (h, w, 2), pixels / 20
+    return flow.float().cpu().numpy() * FLOW_SCALE_FACTOR
+
+
+def optical_flow(
+    model: nn.Module, frame1: Any, frame2: Any, min_overlap: int | None = None, progress: bool = False
+) -> np.ndarray:
+    """Flow from ``frame1`` to ``frame2`` in pixels.
+
+    Args:
+        model: a ``PerceiverForOpticalFlow``; tiles have its ``config.train_size``.
+        frame1, frame2: paths, PIL images or ``[H, W, 3]`` RGB arrays in 0..255, of the same size (any size).
+        min_overlap: minimum tile overlap in pixels; default `default_overlap` (20 for the released model).
+        progress: show a tqdm bar over the tiles.
+
+    Returns:
+        float32 ``[H, W, 2]``: ``(u, v)`` per pixel of frame 1, u to the right and v down.
+
+    Raises:
+        TypeError: ``model`` is not an optical-flow model.
+        ValueError: unreadable frames or frames of different sizes.
+    """
+    require_head(model, FLOW_HEADS, "optical flow")
+    f1, f2 = as_frame(frame1), as_frame(frame2)
+    if f1.shape != f2.shape:
+        raise ValueError(f"the frames differ in size: {f1.shape[:2]} and {f2.shape[:2]}")
+    tile = tuple(int(t) for t in model.config.train_size)
+    overlap = default_overlap(tile) if min_overlap is None else min_overlap
+    height, width = f1.shape[:2]
+    pad_y, pad_x = overflow_padding(height, width, tile, overlap)
+    padding = ((0, pad_y), (0, pad_x), (0, 0))
+    f1, f2 = np.pad(f1, padding, mode="edge"), np.pad(f2, padding, mode="edge")
+    padded = (max(f1.shape[0], tile[0]), max(f1.shape[1], tile[1]))
+    bar = progress_bar(len(tile_origins(*padded, tile, overlap)), "tile", progress)
+
+    def predict(tile1: np.ndarray, tile2: np.ndarray) -> np.ndarray:
+        flow = predict_tile(model, tile1, tile2)
+        bar.update()
+        return flow
+
+    try:
+        return tiled_flow(predict, f1, f2, tile, overlap)[:height, :width]
+    finally:
+        bar.close()
+
+
+def overflow_padding(height: int, width: int, tile: tuple[int, int], overlap: int) -> tuple[int, int]:
+    """Rows and columns to add (bottom, right) so that every tile of `tile_origins` lies inside the frame.
+
+    `tile_origins` copies the colab's grid, whose second-to-last origin can lie past ``size - tile`` when the
+    last stride leaves fewer than ``overlap`` pixels (height 700 → origins 0, 348, 332: the tile at 348 leaves the
+    frame, and the colab fails there too). Edge-padding by fewer than ``overlap`` pixels avoids that. Frame
+    sizes the colab handles get no padding, so their result is the colab's.
+    """
+    h, w = max(height, tile[0]), max(width, tile[1])
+    pad_y = pad_x = 0
+    while any(y + tile[0] > h + pad_y for y, _ in tile_origins(h + pad_y, w, tile, overlap)):
+        pad_y += 1
+    while any(x + tile[1] > w + pad_x for _, x in tile_origins(h, w + pad_x, tile, overlap)):
+        pad_x += 1
+    return pad_y, pad_x

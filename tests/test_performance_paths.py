@@ -1,0 +1,341 @@
+"""Fast paths compute what the plain paths compute: attention kernels, query blocks, decoder chunks, oneDNN
+linears, bf16, torch.compile, activation checkpointing and ONNX export (all on the small configurations)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import SMALL_CONFIGS, assert_close_to_reference, randomize_, small_inputs
+
+import perceiver_io
+from perceiver_io.inference import OneDNNLinear, optimize_for_inference
+from perceiver_io.layers import onednn
+from perceiver_io.layers.attention import (
+    attend_key_blocks,
+    attention_path,
+    plain_attention,
+    sdpa_attention,
+)
+from perceiver_io.layers.position import _cached_grid_features
+
+HEADS = list(SMALL_CONFIGS)
+DECODING_HEADS = ["PerceiverForMaskedLM", "PerceiverForOpticalFlow", "PerceiverForMultimodalAutoencoding"]
+# bf16 keeps 8 significant bits: on the small random models the logits' relative L2 error is 0.3–1.4 %.
+BF16_REL_L2 = 3e-2
+
+
+def _model(head: str, seed: int = 1, **overrides) -> torch.nn.Module:
+    config = perceiver_io.PerceiverConfig.from_dict({**SMALL_CONFIGS[head], **overrides})
+    torch.manual_seed(0)
+    return randomize_(getattr(perceiver_io, head)(config), seed=seed)
+
+
+def _logits(out) -> torch.Tensor:
+    """All logits of an output as one (B, N) tensor (the multimodal dict flattened in key order)."""
+    logits = out.logits
+    if isinstance(logits, dict):
+        return torch.cat([logits[k].flatten(1) for k in sorted(logits)], dim=1)
+    return logits
+
+
+def _cast(inputs, dtype: torch.dtype):
+    if isinstance(inputs, dict):
+        return {k: _cast(v, dtype) for k, v in inputs.items()}
+    return inputs.to(dtype) if torch.is_tensor(inputs) and inputs.is_floating_point() else inputs
+
+
+def _qkv(b=2, h=3, t=20, s=33, dqk=8, dv=8, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, h, n, d, generator=g, dtype=dtype) for n, d in ((t, dqk), (s, dqk), (s, dv))]
+
+
+# ---- attention kernels ----
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "dropout", "allow_onednn", "expected"),
+    [
+        (torch.float32, (512, 512, 128, 128), 0.0, False, "sdpa"),  # vision latents
+        (torch.float32, (256, 256, 32, 160), 0.0, False, "plain"),  # language: unequal head widths
+        (torch.float32, (512, 512, 64, 64), 0.1, False, "plain"),  # dropout
+        (torch.bfloat16, (512, 512, 128, 128), 0.0, False, "plain"),
+        (torch.bfloat16, (512, 512, 128, 128), 0.0, True, "plain"),
+        (torch.bfloat16, (16, 70_000, 8, 8), 0.0, True, "onednn"),  # a huge key set
+        (torch.float32, (512, 512, 128, 128), 0.0, True, "onednn"),
+        (torch.float32, (2048, 256, 32, 96), 0.0, True, "onednn"),  # language decoder
+        (torch.float32, (256, 256, 32, 160), 0.0, True, "plain"),  # too small per head for oneDNN
+        (torch.float32, (16, 70_000, 8, 8), 0.0, True, "sdpa"),  # a huge key set
+    ],
+)
+def test_attention_path_policy(dtype, shape, dropout, allow_onednn, expected):
+    if expected == "onednn" and not onednn.available():
+        pytest.skip("this PyTorch build has no oneDNN linear")
+    t, s, dqk, dv = shape
+    q, k, v = _qkv(b=1, h=1, t=t, s=s, dqk=dqk, dv=dv, dtype=dtype)
+    assert attention_path(q, k, v, dropout, allow_onednn) == expected
+
+
+def test_onednn_attention_is_never_taken_while_recording_gradients():
+    q, k, v = _qkv(t=512, s=512, dqk=64, dv=64)
+    assert attention_path(q.requires_grad_(), k, v, allow_onednn=True) == "sdpa"
+
+
+def _masks(kind: str | None) -> torch.Tensor | None:
+    if kind == "keys":  # (B, 1, S), the second example with every key masked
+        mask = torch.ones(2, 1, 33, dtype=torch.bool)
+        mask[0, :, 20:] = False
+        mask[1] = False
+        return mask
+    if kind == "queries":  # (B, T, 1): decoder query masking
+        return torch.rand(2, 20, 1, generator=torch.Generator().manual_seed(1)) > 0.3
+    if kind == "full":  # (B, T, S)
+        return torch.rand(2, 20, 33, generator=torch.Generator().manual_seed(2)) > 0.2
+    return None
+
+
+@pytest.mark.parametrize("dv", [8, 12])
+@pytest.mark.parametrize("mask_kind", [None, "keys", "queries", "full"])
+@pytest.mark.parametrize(
+    ("max_scores", "use_onednn"),
+    [(1 << 20, False), (2 * 20 * 33, False), (33, False), (1 << 20, True), (33, True)],
+    ids=["one block", "pairs of pairs", "rows of 16", "onednn", "onednn rows of 16"],
+)
+@torch.no_grad()
+def test_plain_paths_match_sdpa(dv, mask_kind, max_scores, use_onednn):
+    if use_onednn and not onednn.available():
+        pytest.skip("this PyTorch build has no oneDNN linear")
+    q, k, v = _qkv(dv=dv)
+    mask = _masks(mask_kind)
+    expected = sdpa_attention(q.double(), k.double(), v.double(), mask)
+    assert (sdpa_attention(q, k, v, mask).double() - expected).abs().max() < 1e-5
+    got = plain_attention(q, k, v, mask, max_scores=max_scores, use_onednn=use_onednn)
+    assert (got.double() - expected).abs().max() < 1e-5
+
+
+def test_plain_attention_blocks_keep_gradients():
+    q, k, v = (t.requires_grad_() for t in _qkv())
+    mask = _masks("keys")
+    grads = []
+    for max_scores in (1 << 20, 33):
+        plain_attention(q, k, v, mask, max_scores=max_scores).square().sum().backward()
+        grads.append([t.grad.clone() for t in (q, k, v)])
+        for t in (q, k, v):
+            t.grad = None
+    for whole, blocked in zip(*grads, strict=True):
+        torch.testing.assert_close(blocked, whole, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("dqk", "dv", "allow_onednn"), [(8, 8, False), (8, 12, False), (8, 8, True)], ids=["sdpa", "plain", "onednn"]
+)
+@torch.no_grad()
+def test_key_blocks_match_one_pass(dqk, dv, allow_onednn):
+    if allow_onednn and not onednn.available():
+        pytest.skip("this PyTorch build has no oneDNN linear")
+    q, k, v = _qkv(t=400, s=700, dqk=dqk, dv=dv)  # 400 × 700 scores per head: oneDNN takes them when allowed
+    blocks = ((k[:, :, i : i + 300], v[:, :, i : i + 300]) for i in range(0, 700, 300))
+    expected = sdpa_attention(q.double(), k.double(), v.double())
+    assert (attend_key_blocks(q, blocks, allow_onednn).double() - expected).abs().max() < 1e-5
+
+
+@torch.no_grad()
+def test_bf16_key_blocks_are_as_accurate_as_one_pass():
+    q, k, v = _qkv(t=400, s=700, dtype=torch.bfloat16)
+    blocks = ((k[:, :, i : i + 300], v[:, :, i : i + 300]) for i in range(0, 700, 300))
+    expected = sdpa_attention(q.double(), k.double(), v.double())
+    one_pass = (plain_attention(q, k, v).double() - expected).norm()
+    assert (attend_key_blocks(q, blocks).double() - expected).norm() < 1.5 * one_pass
+
+
+KEY_BLOCK_HEADS = [
+    "PerceiverForImageClassificationFourier",
+    "PerceiverForOpticalFlow",
+    "PerceiverForMultimodalAutoencoding",
+]
+
+
+@pytest.mark.parametrize("head", KEY_BLOCK_HEADS)
+@pytest.mark.parametrize("optimized", [False, True], ids=["default", "onednn"])
+@torch.no_grad()
+def test_encoder_key_blocks_match_one_pass(head, optimized):
+    model = _model(head)
+    if optimized:
+        optimize_for_inference(model)
+    inputs = small_inputs(head)
+    cross_attn = model.perceiver.encoder.cross_attn
+    whole = _logits(model(**inputs))
+    cross_attn.max_key_block = 7
+    assert cross_attn._key_block(torch.zeros(2, 8, 32), torch.zeros(2, 100, 4), None) == 7
+    torch.testing.assert_close(_logits(model(**inputs)), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_key_blocks_never_used_for_training_or_masks():
+    layer = _model("PerceiverForImageClassificationFourier").perceiver.encoder.cross_attn
+    layer.max_key_block = 7
+    h, kv = torch.zeros(2, 8, 32), torch.zeros(2, 100, 261)
+    assert layer._key_block(h, kv, None) is None  # autograd is recording
+    with torch.no_grad():
+        assert layer._key_block(h, kv, torch.ones(2, 1, 100, dtype=torch.bool)) is None
+        assert layer._key_block(h, kv[:, :7], None) is None  # one block is enough
+
+
+# ---- decoder chunks and cached position features ----
+
+
+@pytest.mark.parametrize("head", DECODING_HEADS)
+@torch.no_grad()
+def test_decoder_chunks_match_whole_decode(head):
+    model = _model(head, mask_decoder_queries=True)
+    inputs = small_inputs(head)
+    decoder = model.perceiver.decoder
+    decoder.query_chunk_size = None
+    whole = _logits(model(**inputs))
+    decoder.query_chunk_size = 7
+    torch.testing.assert_close(_logits(model(**inputs)), whole, rtol=1e-5, atol=1e-5)  # GEMM rounding only
+
+
+@torch.no_grad()
+def test_fourier_grid_is_built_once():
+    model = _model("PerceiverForImageClassificationFourier")
+    inputs = small_inputs("PerceiverForImageClassificationFourier")
+    model(**inputs)
+    before = _cached_grid_features.cache_info()
+    model(**inputs)
+    after = _cached_grid_features.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+
+
+# ---- oneDNN linears ----
+
+
+@pytest.mark.skipif(not onednn.available(), reason="this PyTorch build has no oneDNN linear")
+@pytest.mark.parametrize("head", HEADS)
+@torch.no_grad()
+def test_optimize_for_inference_matches_default(head):
+    model = _model(head)
+    fast = optimize_for_inference(copy.deepcopy(model))
+    assert any(isinstance(m, OneDNNLinear) for m in fast.modules())
+    assert not any(type(m) is torch.nn.Linear for m in fast.modules())
+    assert fast.state_dict().keys() == model.state_dict().keys()
+    inputs = small_inputs(head)
+    assert_close_to_reference(_logits(fast(**inputs)), _logits(model(**inputs)))
+
+
+def test_optimized_model_still_trains():
+    """With autograd recording, OneDNNLinear falls back to F.linear (+ GELU), so gradients are unchanged."""
+    head = "PerceiverForImageClassificationFourier"
+    model = _model(head, attention_probs_dropout_prob=0.0)
+    fast = optimize_for_inference(copy.deepcopy(model)).train()
+    inputs, labels = small_inputs(head), torch.tensor([1, 2])
+    model.train()(**inputs, labels=labels).loss.backward()
+    fast(**inputs, labels=labels).loss.backward()
+    grads = dict(fast.named_parameters())
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name].grad, p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_onednn_linear_fused_gelu():
+    linear = torch.nn.Linear(24, 40)
+    x = torch.randn(3, 5, 24)
+    fused = OneDNNLinear.wrap(linear, gelu="tanh")
+    assert fused.weight is linear.weight
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), F.gelu(linear(x), approximate="tanh"), rtol=1e-5, atol=1e-5)
+
+
+# ---- bf16 ----
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("mode", ["autocast", "bf16 weights"])
+@torch.no_grad()
+def test_bf16_inference_within_tolerance(head, mode):
+    model = _model(head)
+    inputs = small_inputs(head)
+    expected = _logits(model(**inputs)).double()
+    if mode == "autocast":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = _logits(model(**inputs))
+    else:
+        got = _logits(model.to(torch.bfloat16)(**_cast(inputs, torch.bfloat16)))
+    assert got.dtype == torch.bfloat16 or mode == "autocast"
+    rel = ((got.double() - expected).norm() / expected.norm()).item()
+    assert rel < BF16_REL_L2
+
+
+# ---- torch.compile, activation checkpointing ----
+
+
+def _assert_compiled_matches_eager(head: str, backend: str) -> None:
+    model = _model(head)
+    inputs = small_inputs(head)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=backend)
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(compiled(**inputs)), _logits(model(**inputs)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_compile_traces_every_head(head):
+    """Dynamo + AOTAutograd capture the whole head (the fast check; inductor's C++ build is in the slow one)."""
+    _assert_compiled_matches_eager(head, "aot_eager")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", HEADS)
+def test_compile_inductor_every_head(head):
+    _assert_compiled_matches_eager(head, "inductor")
+
+
+@pytest.mark.parametrize("head", ["PerceiverForMaskedLM", "PerceiverForImageClassificationFourier"])
+def test_gradient_checkpointing_gives_same_gradients(head):
+    model = _model(head, attention_probs_dropout_prob=0.0).train()
+    inputs = small_inputs(head)
+    labels = inputs["inputs"] if head == "PerceiverForMaskedLM" else torch.tensor([1, 2])
+    grads = []
+    for enabled in (False, True):
+        model.zero_grad()
+        model.set_gradient_checkpointing(enabled)
+        model(**inputs, labels=labels).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-5, atol=1e-7, msg=name)
+
+
+# ---- ONNX ----
+
+
+class _LogitsOnly(torch.nn.Module):
+    """ONNX graphs return tensors: wrap a head to return its logits."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(inputs=inputs, attention_mask=attention_mask).logits
+
+
+@pytest.mark.parametrize("head", ["PerceiverForImageClassificationFourier", "PerceiverForMaskedLM"])
+def test_onnx_export_with_dynamic_batch(head, tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    model = _model(head)
+    args = tuple(small_inputs(head).values())
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.onnx.export(
+        _LogitsOnly(model), args, dynamo=True, dynamic_shapes=tuple({0: batch} for _ in args), verbose=False
+    )
+    program.save(tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    for b in (1, 3):
+        inputs = {k: v[:b] for k, v in small_inputs(head, batch=3, seed=5).items()}
+        feeds = {i.name: v.numpy() for i, v in zip(session.get_inputs(), inputs.values(), strict=True)}
+        with torch.no_grad():
+            expected = model(**inputs).logits
+        assert_close_to_reference(torch.from_numpy(session.run(None, feeds)[0]), expected)
