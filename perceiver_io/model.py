@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,21 @@ class PerceiverOutput:
         return getattr(self, key)
 
 
+# False while a checkpoint loader builds a model whose every weight it then overwrites (see ``no_init_weights``).
+_INIT_WEIGHTS = contextvars.ContextVar("perceiver_io_init_weights", default=True)
+
+
+@contextlib.contextmanager
+def no_init_weights() -> Iterator[None]:
+    """Models built inside skip ``init_weights`` (seconds for the 200M-parameter language model): for loaders
+    that then overwrite every parameter and raise on any they miss."""
+    token = _INIT_WEIGHTS.set(False)
+    try:
+        yield
+    finally:
+        _INIT_WEIGHTS.reset(token)
+
+
 class PerceiverPreTrainedModel(nn.Module):
     """Shared by every model: weight init, ``from_pretrained`` and ``save_pretrained``."""
 
@@ -41,7 +58,9 @@ class PerceiverPreTrainedModel(nn.Module):
     def init_weights(self) -> None:
         """DeepMind's initialisation: fan-in truncated-normal linears and convs (Haiku's VarianceScaling(1.0)), zero
         biases, and truncated normals of std ``initializer_range`` for latents, position tables, embeddings, padding
-        and mask tokens."""
+        and mask tokens. Skipped inside ``no_init_weights``."""
+        if not _INIT_WEIGHTS.get():
+            return
         std = self.config.initializer_range
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Conv2d):
@@ -118,6 +137,23 @@ class PerceiverModel(PerceiverPreTrainedModel):
     ) -> PerceiverOutput:
         """inputs: raw inputs for the preprocessor (or (B, M, d_model)); attention_mask: (B, M), 1 = real input;
         query_mask: (B, Nq) decoder query mask (DeepMind's MLM masks padded queries)."""
+        encoded = self.encode(inputs, attention_mask, interpolate_pos_encoding)
+        if self.decoder is None:
+            return PerceiverOutput(last_hidden_state=encoded.latents)
+        logits = self.decode(encoded, subsampled_output_points, query_mask)
+        return PerceiverOutput(logits=logits, last_hidden_state=encoded.latents)
+
+    def encode(
+        self,
+        inputs: torch.Tensor | Mapping[str, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+    ) -> Encoded:
+        """The encoder half of ``forward``: preprocess, cross-attend into the latents, self-attend.
+
+        Decoding several query sets from one ``encode`` (``decode``) gives what as many ``forward`` calls give,
+        without re-running the encoder: the video autoencoder decodes its 800k outputs in chunks this way.
+        """
         if self.input_preprocessor is not None:
             x, modality_sizes, without_pos = self.input_preprocessor(
                 inputs, interpolate_pos_encoding=interpolate_pos_encoding
@@ -128,22 +164,41 @@ class PerceiverModel(PerceiverPreTrainedModel):
                 raise ValueError(f"inputs must be (batch, length, d_model={self.config.d_model}); got {shape}")
             x, modality_sizes, without_pos = inputs, None, None
         mask = _check_mask(attention_mask, x.shape[:2], "attention_mask")
-        z = self.encoder(x, mask)
+        return Encoded(self.encoder(x, mask), x, modality_sizes, without_pos)
+
+    def decode(
+        self,
+        encoded: Encoded,
+        subsampled_output_points: Mapping[str, torch.Tensor] | None = None,
+        query_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The decoder half of ``forward``: build the queries, cross-attend to the latents, postprocess → logits."""
         if self.decoder is None:
-            return PerceiverOutput(last_hidden_state=z)
+            raise ValueError("this PerceiverModel has no decoder; its output is the latents from encode()")
         query = self.decoder.queries(
-            _split(x, modality_sizes),
+            _split(encoded.inputs, encoded.modality_sizes),
             subsampled_points=subsampled_output_points,
-            inputs_without_pos=without_pos,
+            inputs_without_pos=encoded.inputs_without_pos,
         )
         qmask = None if query_mask is None else _check_mask(query_mask, query.shape[:2], "query_mask")
-        out = self.decoder(query, z, qmask)
-        if self.output_postprocessor is not None:
-            if modality_sizes is not None:
-                out = self.output_postprocessor(out, self.decoder.queries.output_sizes(subsampled_output_points))
-            else:
-                out = self.output_postprocessor(out)
-        return PerceiverOutput(logits=out, last_hidden_state=z)
+        out = self.decoder(query, encoded.latents, qmask)
+        if self.output_postprocessor is None:
+            return out
+        if encoded.modality_sizes is not None:
+            return self.output_postprocessor(out, self.decoder.queries.output_sizes(subsampled_output_points))
+        return self.output_postprocessor(out)
+
+
+@dataclass
+class Encoded:
+    """What ``PerceiverModel.encode`` hands to ``decode``: ``latents`` (B, N, D); ``inputs`` (B, M, C) the
+    preprocessed inputs (flow and multimodal queries are built from them); ``modality_sizes`` {name: M_m} or
+    None; ``inputs_without_pos`` the inputs before position encodings (flow's queries) or None."""
+
+    latents: torch.Tensor
+    inputs: torch.Tensor
+    modality_sizes: Mapping[str, int] | None
+    inputs_without_pos: torch.Tensor | None
 
 
 def _check_mask(mask: torch.Tensor | None, shape: torch.Size, name: str) -> torch.Tensor | None:

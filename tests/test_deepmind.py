@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -10,12 +11,15 @@ import pytest
 import torch
 
 import perceiver_io
+from perceiver_io.adapters.image import patches_for_flow
 from perceiver_io.checkpoints.deepmind import convert_deepmind, expand, load_deepmind, module_table
 from perceiver_io.checkpoints.haiku_trees import random_params_from_tree, read_param_tree, write_haiku_pickle
 from perceiver_io.checkpoints.loading import load_model, read_weights
 from perceiver_io.released import RELEASED
+from perceiver_io.tasks.optical_flow import predict_tile
 
 TREES = Path(__file__).resolve().parent / "data" / "deepmind-param-trees"
+COMPARE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_with_deepmind.py"
 TREE_FILES = {
     "language-perceiver": "mlm_language_perceiver_io_bytes.tsv",
     "vision-perceiver-learned": "imagenet_learned_position_encoding.tsv",
@@ -195,3 +199,37 @@ def test_deepmind_model_runs(trees_available, tmp_path):
     _write("vision-perceiver-conv", tmp_path / "conv.pystate", flatmapping=True, layers=1)
     model = load_model(tmp_path / "conv.pystate", num_self_attends_per_block=1)
     assert model.perceiver.input_preprocessor.convnet(torch.zeros(1, 3, 224, 224)).shape[-2:] == (56, 56)
+
+
+def _compare_script():
+    """scripts/compare_with_deepmind.py as a module (scripts/ is not a package, so it is loaded by path)."""
+    spec = importlib.util.spec_from_file_location("compare_with_deepmind", COMPARE_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@torch.no_grad()
+def test_flow_output_units_match_deepmind(trees_available, tmp_path):
+    """Closed form, no JAX: with the output layer's weights zeroed every query decodes to its bias b, so DeepMind's
+    ``FlowDecoder`` returns b / rescale_factor = b / 100 at every pixel, and the colab reports that × 20 pixels.
+
+    Our logits must be the former, and both the parity script (whose reference outputs are colab pixels) and the
+    flow task must report the latter; the parity script once compared the logits with pixels (relative error
+    1 − 1/20 = 0.95) and blamed the model.
+    """
+    arrays = _write("optical-flow-perceiver", tmp_path / "flow.pystate", flatmapping=True, layers=1)
+    arrays["flow_decoder/~/basic_decoder/output/w"] = np.zeros_like(arrays["flow_decoder/~/basic_decoder/output/w"])
+    b = np.array([3.0, -7.0], dtype=np.float32)
+    arrays["flow_decoder/~/basic_decoder/output/b"] = b
+    write_haiku_pickle(tmp_path / "flow.pystate", arrays, None)
+    model = load_deepmind(None, tmp_path / "flow.pystate", num_self_attends_per_block=1)
+    h, w = 6, 8  # any frame size works: positions are Fourier features relative to train_size
+    frames = torch.rand(1, 2, 3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (B, 2, C, H, W)
+    logits = model(inputs=patches_for_flow(frames)).logits  # (1, H, W, 2)
+    decoder_output = torch.from_numpy(b / 100).expand(1, h, w, 2)
+    torch.testing.assert_close(logits, decoder_output)
+    pixels = _compare_script().in_reference_units("o", logits)["out"]
+    torch.testing.assert_close(pixels, decoder_output * 20)
+    frame1, frame2 = (np.random.default_rng(i).uniform(0, 255, (h, w, 3)).astype(np.float32) for i in (1, 2))
+    np.testing.assert_allclose(predict_tile(model, frame1, frame2), decoder_output[0].numpy() * 20, rtol=1e-6)

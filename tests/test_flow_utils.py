@@ -218,8 +218,13 @@ def predict_global_field(f1_tile: np.ndarray, f2_tile: np.ndarray) -> np.ndarray
 
 def test_tile_origins_match_the_colab():
     assert tile_origins(436, 1024) == [(y, x) for y in (0, 68) for x in (0, 476, 528)]
-    assert tile_origins(368, 496) == [(0, 0)]
-    assert tile_origins(700, 496) == [(0, 0), (348, 0), (332, 0)]
+    # One tile: the colab's range(0, 368, 348) = [0, 348] becomes [0, 0], visited twice in each direction.
+    assert tile_origins(368, 496) == [(0, 0)] * 4
+    # The colab's rows would be [0, 348, 332], the tile at 348 ending past row 700: it is clamped.
+    assert tile_origins(700, 496) == [(y, x) for y in (0, 332, 332) for x in (0, 0)]
+    for height in range(368, 1500, 7):
+        for width in (496, 700, 1024, 1441):
+            assert all(0 <= y <= height - 368 and 0 <= x <= width - 496 for y, x in tile_origins(height, width))
     with pytest.raises(ValueError, match="min_overlap"):
         tile_origins(436, 1024, min_overlap=368)
     with pytest.raises(ValueError, match="300x1024 is smaller"):

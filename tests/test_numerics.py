@@ -133,6 +133,8 @@ def test_fourier_features_closed_form():
     expected = torch.cat([pos[0], torch.sin(f), torch.cos(f)])
     torch.testing.assert_close(feats[0], expected)
     assert feats.shape[1] == 2 + 2 * 2 * 3
+    # No points (a modality with no subsampled outputs) gives no rows, not an error.
+    assert fourier_features(pos[:0], num_bands=3, max_resolution=(8, 4)).shape == (0, 14)
 
 
 def test_space_to_depth_and_flow_patches_layout():

@@ -19,8 +19,6 @@ from perceiver_io.processing import PerceiverImageProcessor
 from perceiver_io.tasks import autoencode, classify, fill_mask, optical_flow
 from perceiver_io.tasks.autoencode import ClipGeometry, center_square_resize, psnr, read_clips
 from perceiver_io.tasks.classify import class_names, imagenet_class_names, original_processor
-from perceiver_io.tasks.flow_utils import tiled_flow
-from perceiver_io.tasks.optical_flow import overflow_padding
 
 COLAB_TEXT = "This is an incomplete sentence where some words are missing."
 
@@ -229,9 +227,11 @@ def direct_flow(model, frame1: np.ndarray, frame2: np.ndarray) -> np.ndarray:
 
 def colab_blend(model, frame1, frame2, tile=(8, 12), overlap=4) -> np.ndarray:
     """The colab's tiling written out: origins every tile-overlap pixels, the last flush with the border, each
-    tile weighted by min(min(x+1, W-x), min(y+1, H-y))."""
+    tile weighted by min(min(x+1, W-x), min(y+1, H-y)) once per visit; an origin past the border (where the
+    colab fails) is moved back inside."""
     (h, w), (th, tw) = frame1.shape[:2], tile
-    ys, xs = list(range(0, h, th - overlap)), list(range(0, w, tw - overlap))
+    ys = [min(v, h - th) for v in range(0, h, th - overlap)]
+    xs = [min(v, w - tw) for v in range(0, w, tw - overlap)]
     ys[-1], xs[-1] = h - th, w - tw
     y, x = np.mgrid[0:th, 0:tw]
     weight = np.minimum(np.minimum(x + 1, tw - x), np.minimum(y + 1, th - y))[..., None].astype(np.float64)
@@ -256,13 +256,18 @@ def test_a_frame_of_one_tile_gives_the_untiled_result(flow_model, frames):
     np.testing.assert_allclose(optical_flow(flow_model, f1, f2), direct_flow(flow_model, f1, f2), atol=1e-5)
 
 
-def test_a_large_frame_is_blended_from_tiles_as_in_the_colab(flow_model, frames):
-    # 15x23 with overlap 2: 3 x 3 tiles (rows 0, 6, 7; columns 0, 10, 11), none repeated and none leaving the
-    # frame, so the colab is defined and visits each once.
-    f1, f2 = frames[0][:15, :23], frames[1][:15, :23]
-    assert overflow_padding(15, 23, (8, 12), 2) == (0, 0)
+@pytest.mark.parametrize(
+    "size",
+    [
+        (15, 23),  # overlap 2: rows 0, 6, 7; columns 0, 10, 11 - each visited once, as in the colab
+        (15, 22),  # columns 0, 10, 10: the colab visits column 10 twice, and so its weight counts twice
+        (19, 33),  # rows 0, 6, 12, 11: the colab's tile at row 12 would leave the frame; it is clamped to 11
+    ],
+)
+def test_a_large_frame_is_blended_from_tiles_as_in_the_colab(flow_model, frames, size):
+    f1, f2 = frames[0][: size[0], : size[1]], frames[1][: size[0], : size[1]]
     flow = optical_flow(flow_model, f1, f2, min_overlap=2)
-    assert flow.shape == (15, 23, 2) and flow.dtype == np.float32
+    assert flow.shape == (*size, 2) and flow.dtype == np.float32
     np.testing.assert_allclose(flow, colab_blend(flow_model, f1, f2, overlap=2), atol=1e-5)
     assert np.abs(flow).max() > 0.1  # a random model: the comparison is not trivially between zeros
 
@@ -272,18 +277,6 @@ def test_small_frames_are_edge_padded_to_one_tile(flow_model, frames):
     padding = ((1, 2), (1, 2), (0, 0))  # centred, the extra pixel after
     padded = direct_flow(flow_model, np.pad(f1, padding, mode="edge"), np.pad(f2, padding, mode="edge"))
     np.testing.assert_allclose(optical_flow(flow_model, f1, f2), padded[1:6, 1:10], atol=1e-5)
-
-
-def test_sizes_where_the_colab_grid_leaves_the_frame_are_padded(flow_model, frames):
-    # Released model: the colab's grid handles Sintel's 436x1024, but not 700 rows or 1440 columns.
-    assert overflow_padding(436, 1024, (368, 496), 20) == (0, 0)
-    assert overflow_padding(700, 1440, (368, 496), 20) == (16, 8)
-    # Tiny model, 19 rows, overlap 2: origins 0, 6, 12, 11 - the tile at row 12 would end at 20. One edge row.
-    assert overflow_padding(19, 33, (8, 12), 2) == (1, 0)
-    f1, f2 = frames[0][:19, :33], frames[1][:19, :33]
-    padded = [np.pad(f, ((0, 1), (0, 0), (0, 0)), mode="edge") for f in (f1, f2)]
-    expected = tiled_flow(lambda a, b: direct_flow(flow_model, a, b), *padded, (8, 12), 2)
-    np.testing.assert_allclose(optical_flow(flow_model, f1, f2, min_overlap=2), expected[:19], atol=1e-5)
 
 
 def test_optical_flow_rejects_frames_of_different_sizes(flow_model, frames):

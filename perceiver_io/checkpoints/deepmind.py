@@ -19,6 +19,7 @@ from torch import nn
 
 from perceiver_io.checkpoints.safe_pickle import identify_checkpoint, load_haiku_pickle
 from perceiver_io.config import PerceiverConfig
+from perceiver_io.model import no_init_weights
 from perceiver_io.released import RELEASED
 
 ENC, DEC = "perceiver.encoder", "perceiver.decoder"
@@ -183,7 +184,8 @@ def load_deepmind(cls: type | None, path: str | os.PathLike, **config_overrides:
     head = RELEASED[name].head
     if cls is not None and cls.__name__ not in (head, "PerceiverModel"):
         raise ValueError(f"{Path(path).name} holds DeepMind's {name} ({head}); it cannot be loaded as {cls.__name__}")
-    model = getattr(perceiver_io, head)(deepmind_config(name, **config_overrides))
+    with no_init_weights():  # every parameter is loaded below, and a missing one raises
+        model = getattr(perceiver_io, head)(deepmind_config(name, **config_overrides))
     load_haiku_arrays(model, name, {**ckpt.params, **ckpt.state})
     return model.eval()
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from perceiver_io.checkpoints.transformers_names import name_table
 from perceiver_io.config import PerceiverConfig
+from perceiver_io.model import no_init_weights
 
 DEEPMIND_SUFFIXES = (".pickle", ".pystate", ".pkl")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -36,7 +37,8 @@ def load_pretrained(cls: type, source: str | os.PathLike, **config_overrides: An
     architectures = config.extra.get("architectures") or []
     if architectures and cls.__name__ not in architectures and cls.__name__ != "PerceiverModel":
         raise ValueError(f"{path} holds a {architectures[0]}; it cannot be loaded as {cls.__name__}")
-    model = cls(config)
+    with no_init_weights():  # every parameter is loaded below, and a missing one raises
+        model = cls(config)
     load_transformers_state_dict(model, read_weights(path))
     return model.eval()
 

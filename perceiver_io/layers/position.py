@@ -43,7 +43,8 @@ def fourier_features(
     freqs = torch.stack(
         [torch.linspace(1.0, res / 2, num_bands, dtype=torch.float32, device=pos.device) for res in max_resolution]
     )  # (d, K)
-    f = (pos.float()[:, :, None] * freqs[None]).reshape(pos.shape[0], -1) * math.pi  # (N, d*K)
+    n, d = pos.shape
+    f = (pos.float()[:, :, None] * freqs[None]).reshape(n, d * num_bands) * math.pi  # (N, d*K); N may be 0
     parts = [torch.sin(f)] if sine_only else [torch.sin(f), torch.cos(f)]
     if concat_pos:
         parts.insert(0, pos.float())

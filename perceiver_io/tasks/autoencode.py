@@ -3,8 +3,10 @@
 One clip is ``num_frames`` (16) RGB frames of ``4·image_size`` (224) pixels in [0, 1] plus
 ``num_frames·audio_samples_per_frame`` (30,720) mono samples in [-1, 1] (48 kHz, 1920 per frame: 25 fps). The
 label input is always replaced by the model's mask token, so the label output classifies the clip. The output
-is decoded in ``chunks`` parts (128 in the colab), each a full forward pass asking for one slice of the pixels
-and audio patches; the label logits come from the last chunk. All geometry comes from the model's config.
+is decoded in ``chunks`` parts (128 in the colab), each asking for one slice of the pixels and audio patches; the
+colab re-runs the whole model per chunk, here the encoder runs once and only the decoder per chunk (the same
+result: the encoder does not see the output queries). The label logits come from the last chunk. All geometry
+comes from the model's config.
 
 Reading videos (`read_clips`) needs PyAV: ``pip install perceiver_io[video]``.
 """
@@ -139,9 +141,10 @@ def autoencode(
     images, sounds = [], []
     bar = progress_bar(chunks, "chunk", progress)
     with evaluating(model):
+        encoded = model.perceiver.encode(inputs)  # once: every chunk decodes from the same latents
         for image_idx, audio_idx in zip(image_parts, audio_parts, strict=True):
             points = {"image": image_idx.to(device), "audio": audio_idx.to(device), "label": None}
-            logits = model(inputs=inputs, subsampled_output_points=points).logits
+            logits = model.perceiver.decode(encoded, points)
             images.append(logits["image"][0].float().cpu())  # (n_pixels, 3)
             sounds.append(logits["audio"][0].float().cpu())  # (n_patches · samples_per_patch,)
             bar.update()

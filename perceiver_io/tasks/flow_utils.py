@@ -17,6 +17,7 @@ import contextlib
 import math
 import os
 import uuid
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -344,14 +345,16 @@ def _check_tile(tile: tuple[int, int], min_overlap: int) -> tuple[int, int]:
 def tile_origins(
     height: int, width: int, tile: tuple[int, int] = TRAIN_SIZE, min_overlap: int = MIN_OVERLAP
 ) -> list[tuple[int, int]]:
-    """Top-left corners ``(y, x)`` of the tiles covering a ``height × width`` frame, as the colab's
-    ``compute_grid_indices``.
+    """Top-left corners ``(y, x)`` of the tiles covering a ``height × width`` frame: the colab's
+    ``compute_grid_indices``, with every origin kept inside the frame.
 
-    Origins are ``range(0, height, th - min_overlap)`` × ``range(0, width, tw - min_overlap)``, with the last
-    of each moved flush to the bottom / right border; e.g. 436×1024 gives ys = [0, 68], xs = [0, 476, 528].
-    As in the colab, the flush origin can precede the one before it (height 700 gives ys = [0, 348, 332]).
-    Duplicates (a side exactly a multiple of the stride away from the tile size, e.g. a frame of exactly one
-    tile) are dropped; the colab would visit them twice with no effect on the blend.
+    The colab's origins are ``range(0, height, th - min_overlap)`` × ``range(0, width, tw - min_overlap)``, with
+    the last of each moved flush to the bottom / right border; e.g. 436×1024 gives ys = [0, 68], xs = [0, 476,
+    528]. When the last stride leaves fewer than ``min_overlap`` pixels, the colab's second-to-last origin lies
+    past ``height - th`` (700 rows: ys = [0, 348, 332], a tile ending at row 716) and the colab fails; such an
+    origin is clamped to ``height - th`` here (ys = [0, 332, 332]). Repeated origins are kept, as the colab
+    visits them: `tiled_flow` counts such a tile's weight once per visit, so its blend is the colab's wherever
+    the colab has one.
 
     Raises:
         ValueError: a frame smaller than the tile (`tiled_flow` pads those first) or a bad overlap.
@@ -359,12 +362,10 @@ def tile_origins(
     th, tw = _check_tile(tile, min_overlap)
     if height < th or width < tw:
         raise ValueError(f"frame {height}x{width} is smaller than the tile {th}x{tw}; pad it (see tiled_flow)")
-    ys = list(range(0, height, th - min_overlap))
-    xs = list(range(0, width, tw - min_overlap))
+    ys = [min(y, height - th) for y in range(0, height, th - min_overlap)]
+    xs = [min(x, width - tw) for x in range(0, width, tw - min_overlap)]
     ys[-1] = height - th
     xs[-1] = width - tw
-    ys = list(dict.fromkeys(ys))
-    xs = list(dict.fromkeys(xs))
     return [(y, x) for y in ys for x in xs]
 
 
@@ -393,7 +394,7 @@ def tiled_flow(
     """Flow of a frame pair of any size from a predictor that works on fixed-size tiles (the colab's
     ``compute_optical_flow``).
 
-    Each tile at `tile_origins` is passed to ``predict``; its flow is weighted by `pyramid_weights`,
+    Each distinct tile of `tile_origins` is passed to ``predict`` once; its flow is weighted by `pyramid_weights`,
     accumulated, and the sum divided by the accumulated weight. Frames smaller than the tile in either
     dimension are first padded, centred, by replicating their edge pixels (``np.pad`` mode ``"edge"``), and
     the result is cropped back; the colab refuses such frames.
@@ -427,13 +428,14 @@ def tiled_flow(
     weights = pyramid_weights(th, tw).astype(np.float64)[..., None]
     flow_sum = np.zeros((padded_h, padded_w, 2))
     weight_sum = np.zeros((padded_h, padded_w, 1))
-    for y, x in tile_origins(padded_h, padded_w, (th, tw), min_overlap):
+    # A repeated origin is predicted once and weighted once per visit (see tile_origins).
+    for (y, x), visits in Counter(tile_origins(padded_h, padded_w, (th, tw), min_overlap)).items():
         window = np.s_[y : y + th, x : x + tw]
         out = np.asarray(predict(f1[window].copy(), f2[window].copy()))
         if out.shape != (th, tw, 2):
             raise ValueError(f"predict returned shape {out.shape} for the tile at ({y}, {x}); need {(th, tw, 2)}")
-        flow_sum[window] += weights * out
-        weight_sum[window] += weights
+        flow_sum[window] += visits * weights * out
+        weight_sum[window] += visits * weights
     flow = flow_sum / weight_sum
     return flow[top : top + height, left : left + width].astype(np.float32)
 

@@ -3,9 +3,9 @@
 Frames are scaled to [-1, 1] (``im / 255 * 2 - 1``), cut into 3×3 patches per pixel, and fed to the model in
 tiles of the model's ``config.train_size`` (368×496), blended with the colab's pyramid weights
 (`perceiver_io.tasks.flow_utils.tiled_flow`). Frames smaller than a tile are edge-padded to one tile and the
-result cropped back (the colab refuses them); so are the few sizes where the colab's tile grid would leave the
-frame (see `overflow_padding`). The model returns flow / 100 (transformers' convention); the colab
-multiplies by ``FLOW_SCALE_FACTOR = 20`` to get pixels, and so does this module.
+result cropped back (the colab refuses them); at the few sizes where the colab's tile grid would leave the frame,
+the offending tile is moved back inside (see `tile_origins`). The model returns flow / 100 (transformers'
+convention); the colab multiplies by ``FLOW_SCALE_FACTOR = 20`` to get pixels, and so does this module.
 """
 
 from __future__ import annotations
@@ -77,12 +77,8 @@ def optical_flow(
         raise ValueError(f"the frames differ in size: {f1.shape[:2]} and {f2.shape[:2]}")
     tile = tuple(int(t) for t in model.config.train_size)
     overlap = default_overlap(tile) if min_overlap is None else min_overlap
-    height, width = f1.shape[:2]
-    pad_y, pad_x = overflow_padding(height, width, tile, overlap)
-    padding = ((0, pad_y), (0, pad_x), (0, 0))
-    f1, f2 = np.pad(f1, padding, mode="edge"), np.pad(f2, padding, mode="edge")
     padded = (max(f1.shape[0], tile[0]), max(f1.shape[1], tile[1]))
-    bar = progress_bar(len(tile_origins(*padded, tile, overlap)), "tile", progress)
+    bar = progress_bar(len(set(tile_origins(*padded, tile, overlap))), "tile", progress)
 
     def predict(tile1: np.ndarray, tile2: np.ndarray) -> np.ndarray:
         flow = predict_tile(model, tile1, tile2)
@@ -90,23 +86,6 @@ def optical_flow(
         return flow
 
     try:
-        return tiled_flow(predict, f1, f2, tile, overlap)[:height, :width]
+        return tiled_flow(predict, f1, f2, tile, overlap)
     finally:
         bar.close()
-
-
-def overflow_padding(height: int, width: int, tile: tuple[int, int], overlap: int) -> tuple[int, int]:
-    """Rows and columns to add (bottom, right) so that every tile of `tile_origins` lies inside the frame.
-
-    `tile_origins` copies the colab's grid, whose second-to-last origin can lie past ``size - tile`` when the
-    last stride leaves fewer than ``overlap`` pixels (height 700 → origins 0, 348, 332: the tile at 348 leaves the
-    frame, and the colab fails there too). Edge-padding by fewer than ``overlap`` pixels avoids that. Frame
-    sizes the colab handles get no padding, so their result is the colab's.
-    """
-    h, w = max(height, tile[0]), max(width, tile[1])
-    pad_y = pad_x = 0
-    while any(y + tile[0] > h + pad_y for y, _ in tile_origins(h + pad_y, w, tile, overlap)):
-        pad_y += 1
-    while any(x + tile[1] > w + pad_x for _, x in tile_origins(h, w + pad_x, tile, overlap)):
-        pad_x += 1
-    return pad_y, pad_x
