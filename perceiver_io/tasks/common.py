@@ -11,6 +11,7 @@ import numpy as np
 import PIL.Image
 import torch
 from torch import nn
+from tqdm import tqdm
 
 IMAGE_CLASSIFIERS = (
     "PerceiverForImageClassificationLearned",
@@ -81,21 +82,6 @@ def as_rgb_array(image: Any, index: int = 0) -> np.ndarray:
     return np.clip(np.rint(array), 0, 255).astype(np.uint8)
 
 
-class _NoProgress:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def progress_bar(total: int, unit: str, enabled: bool) -> Any:
-    """A tqdm bar on stderr counting ``unit``s when ``enabled`` and tqdm is installed; otherwise an object that
-    ignores updates."""
-    if enabled:
-        try:
-            from tqdm import tqdm
-        except ImportError:  # the bar is cosmetic: go on without it
-            return _NoProgress()
-        return tqdm(total=total, unit=f" {unit}", leave=False)
-    return _NoProgress()
+def progress_bar(total: int, unit: str, enabled: bool) -> tqdm:
+    """A tqdm bar on stderr counting ``unit``s; disabled, it ignores updates."""
+    return tqdm(total=total, unit=f" {unit}", leave=False, disable=not enabled)
