@@ -3,12 +3,13 @@
 DeepMind's code cannot be committed here; run it yourself (jax, jaxlib, dm-haiku, einops from PyPI) on
 ``random_params_from_tree(read_param_tree(<tree>.tsv), seed=0)`` and the inputs in REF_DIR, saving its outputs as
 ``out_<key>.npz`` (flow in pixels: the model's output × 20, as the colab reports it), then:
-``python scripts/compare_with_deepmind.py REF_DIR [keys...]``.
+``python scripts/compare_with_deepmind.py REF_DIR [keys...] [--prefix P]``. With ``--prefix real_`` the inputs are
+``real_<inputs>.npz`` and the outputs ``real_out_<key>.npz`` (real photos, text, frames and audio instead of noise).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -62,14 +63,14 @@ def in_reference_units(key: str, out: torch.Tensor | dict[str, torch.Tensor]) ->
 
 
 @torch.no_grad()
-def compare(ref_dir: Path, key: str) -> None:
+def compare(ref_dir: Path, key: str, prefix: str = "") -> None:
     tree, inputs_name, has_state = CASES[key]
     params, state = random_params_from_tree(read_param_tree(TREES / tree), seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         write_haiku_pickle(Path(tmp) / "ckpt.pystate", params, state if has_state else None)
         model = load_model(Path(tmp) / "ckpt.pystate")
-    out = model(**model_inputs(key, dict(np.load(ref_dir / f"{inputs_name}.npz")))).logits
-    ref = dict(np.load(ref_dir / f"out_{key}.npz"))
+    out = model(**model_inputs(key, dict(np.load(ref_dir / f"{prefix}{inputs_name}.npz")))).logits
+    ref = dict(np.load(ref_dir / f"{prefix}out_{key}.npz"))
     outs = in_reference_units(key, out)
     for name, r in ref.items():
         o = outs[name].double().numpy()
@@ -79,10 +80,19 @@ def compare(ref_dir: Path, key: str) -> None:
             f"{key:3s} {name:6s} max|ref|={np.abs(r).max():.4g} max|Δ|={delta.max():.3g} ‖Δ‖/‖ref‖={rel:.3g}",
             flush=True,
         )
+    if key in ("f1", "c", "l"):  # classifiers: do both give the same top-5 classes, in the same order?
+        ours, theirs = np.argsort(-outs["out"].numpy(), axis=-1)[:, :5], np.argsort(-ref["out"], axis=-1)[:, :5]
+        print(f"{key:3s} top-5 same: {(ours == theirs).all(axis=-1).tolist()} (ref {theirs.tolist()})", flush=True)
 
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    ref_dir = Path(sys.argv[1])
-    for key in sys.argv[2:] or list(CASES):
-        compare(ref_dir, key)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ref_dir", type=Path)
+    parser.add_argument("keys", nargs="*", help=f"cases to run, of {' '.join(CASES)} (default: all)")
+    parser.add_argument("--prefix", default="", help="prefix of the inputs and outputs files, e.g. real_")
+    args = parser.parse_intermixed_args()
+    if unknown := set(args.keys) - set(CASES):
+        parser.error(f"unknown cases {sorted(unknown)}; choose from {list(CASES)}")
+    for key in args.keys or list(CASES):
+        compare(args.ref_dir, key, args.prefix)
