@@ -29,7 +29,9 @@ format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 demo: $(STAMP)
-	$(BIN)/python -m perceiver_io.demo
+	# On a shared 2-core machine OpenMP's spinning worker threads made training steps ~5x slower (load 7);
+	# libgomp reads its wait policy once, when torch loads, hence here and not in Python.
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(BIN)/python -m perceiver_io.demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info

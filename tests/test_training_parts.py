@@ -428,3 +428,30 @@ def test_load_mnist_stratified_split():
     assert not any(row.tobytes() in train_rows for row in x_val)
     assert np.array_equal(load_mnist(split_seed=0)[2], x_val)
     assert not np.array_equal(load_mnist(split_seed=1)[2], x_val)
+
+
+def test_metrics_go_to_tensorboard_when_installed(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from perceiver_io.training.trainer import MetricsLog
+
+    scalars = []
+
+    class FakeWriter:
+        def __init__(self, log_dir):
+            scalars.append(("dir", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, value, step))
+
+        def close(self):
+            scalars.append("closed")
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    log = MetricsLog(tmp_path / "metrics.jsonl", enabled=True, keep_until=0)
+    log.write({"step": 3, "loss": 0.5, "eval/accuracy": 0.9})
+    log.close()
+    assert scalars == [("dir", str(tmp_path / "tensorboard")), ("loss", 0.5, 3), ("eval/accuracy", 0.9, 3), "closed"]
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed: JSONL only
+    assert MetricsLog(tmp_path / "m2.jsonl", enabled=True, keep_until=0).tensorboard is None

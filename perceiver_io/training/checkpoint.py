@@ -49,8 +49,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def save_training_state(
     path: str | os.PathLike,
     *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    model: nn.Module | dict[str, Any],
+    optimizer: torch.optim.Optimizer | dict[str, Any],
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     step: int,
     data_state: dict[str, Any],
@@ -58,6 +58,7 @@ def save_training_state(
 ) -> None:
     """Write everything a bit-exact resume needs to ``path``, atomically.
 
+    ``model`` and ``optimizer`` may be given as their state dicts (e.g. FSDP's gathered full state dicts).
     Saved: the model, optimizer and scheduler state dicts, ``step``, ``data_state`` (e.g.
     ``ShardedBatches.state_dict()``), ``extra`` (plain values or tensors only), and the Python, numpy and
     torch CPU/CUDA RNG states of this process. Pass the bare module (``ddp.module``), and call this on every
@@ -69,8 +70,8 @@ def save_training_state(
     path = Path(path)
     payload = {
         "format_version": FORMAT_VERSION,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": model if isinstance(model, dict) else model.state_dict(),
+        "optimizer": optimizer if isinstance(optimizer, dict) else optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "step": int(step),
         "data_state": data_state,
@@ -97,7 +98,7 @@ def save_training_state(
 
 def load_training_state(
     path: str | os.PathLike,
-    model: nn.Module,
+    model: nn.Module | None,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     map_location: str | torch.device = "cpu",
@@ -107,18 +108,25 @@ def load_training_state(
     Loaded with ``weights_only=True``. The RNG states are restored last, so the next random draw is the one
     that followed the save. Optimizer state moves to its parameters' devices (``Optimizer.load_state_dict``).
 
+    With ``model`` None neither model nor optimizer is restored; their state dicts are returned instead (under
+    ``"model"`` and ``"optimizer"``) for the caller to apply, e.g. to an FSDP-sharded model.
+
     Returns:
         ``{"step": int, "data_state": dict, "extra": dict}``
     """
     state = torch.load(path, map_location=map_location, weights_only=True)
     if state.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unknown checkpoint format {state.get('format_version')!r}")
-    model.load_state_dict(state["model"])
-    if optimizer is not None:
+    if model is not None:
+        model.load_state_dict(state["model"])
+    if model is not None and optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
         if state["scheduler"] is None:
             raise ValueError(f"{path} holds no scheduler state")
         scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
-    return {"step": state["step"], "data_state": state["data_state"], "extra": state["extra"]}
+    result = {"step": state["step"], "data_state": state["data_state"], "extra": state["extra"]}
+    if model is None:
+        result.update(model=state["model"], optimizer=state["optimizer"])
+    return result

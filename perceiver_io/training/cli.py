@@ -22,7 +22,7 @@ from perceiver_io.training.trainer import Trainer
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``perceiver train``."""
-    parser.add_argument("recipe", help="a recipe TOML file, or a built-in recipe name: mnist, mlm")
+    parser.add_argument("recipe", help="a recipe TOML file, or a built-in recipe name: mnist, mlm, imagenet, flow")
     parser.add_argument(
         "--set",
         dest="overrides",

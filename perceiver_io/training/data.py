@@ -1,9 +1,13 @@
-"""Small real data for smoke training (MNIST digits) and a sharded, resumable batch order."""
+"""Real data readers (MNIST digits, text corpora) and a sharded, resumable batch order."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import bz2
+import gzip
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, BinaryIO
+from xml.etree import ElementTree
 
 import numpy as np
 import torch
@@ -37,6 +41,47 @@ def load_mnist(
     images = x.reshape(-1, 28, 28).astype(np.uint8)
     labels = y.astype(np.int64)
     return images[train_idx], labels[train_idx], images[val_idx], labels[val_idx]
+
+
+TEXT_FORMATS = ("plain", "mediawiki")
+
+
+def _open_maybe_compressed(path: str | os.PathLike) -> BinaryIO:
+    name = os.fspath(path)
+    if name.endswith(".bz2"):
+        return bz2.open(name, "rb")
+    if name.endswith(".gz"):
+        return gzip.open(name, "rb")
+    return open(name, "rb")
+
+
+def mediawiki_text(path: str | os.PathLike) -> bytes:
+    """The wikitext of every page of a MediaWiki XML dump (e.g. gensim's ``enwiki-...-shortened.bz2``), as
+    UTF-8, pages separated by a blank line. Markup stays (it is part of the text a byte model sees); XML
+    entities are decoded. Streamed with ``iterparse``, so a dump need not fit in memory twice."""
+    pages = []
+    with _open_maybe_compressed(path) as f:
+        for _, element in ElementTree.iterparse(f):
+            if element.tag.rpartition("}")[2] == "text" and element.text:
+                pages.append(element.text.strip())
+            element.clear()
+    return "\n\n".join(pages).encode("utf-8")
+
+
+def read_corpus(paths: Sequence[str | os.PathLike], text_format: str = "plain") -> bytes:
+    """The bytes of ``paths`` concatenated, ``.bz2``/``.gz`` files decompressed.
+
+    ``text_format``: ``"plain"`` (the files as they are) or ``"mediawiki"`` (:func:`mediawiki_text` of each).
+    """
+    if text_format not in TEXT_FORMATS:
+        raise ValueError(f"text_format={text_format!r}; expected one of {TEXT_FORMATS}")
+    if text_format == "mediawiki":
+        return b"\n\n".join(mediawiki_text(p) for p in paths)
+    parts = []
+    for path in paths:
+        with _open_maybe_compressed(path) as f:
+            parts.append(f.read())
+    return b"".join(parts)
 
 
 class ShardedBatches:
