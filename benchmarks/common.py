@@ -3,6 +3,7 @@ released models with random weights in both libraries, and their inputs."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import math
@@ -19,6 +20,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import perceiver_io
+from perceiver_io.inference import optimize_for_inference
+from perceiver_io.layers import onednn
 from perceiver_io.released import RELEASED
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -97,6 +100,19 @@ def interleaved(runs: dict[str, Callable[[], Any]], repeats: int = 5) -> dict[st
     return {
         name: {"seconds": statistics.median(v), "all_seconds": [round(s, 4) for s in v]} for name, v in samples.items()
     }
+
+
+def speed_up(baseline: dict[str, Any] | None, contender: dict[str, Any] | None) -> str:
+    """How much faster the contender is than the baseline (``interleaved`` results) as "paired / best": the median
+    over rounds of the baseline's time ÷ the contender's in the same round (the two ran seconds apart, so a burst
+    of load from other work skews one round, not the median), and the ratio of the two fastest samples (load only
+    ever adds time, so each best is the nearest to an unloaded run). "–" if either is missing."""
+    if baseline is None or contender is None:
+        return "–"
+    pairs = zip(baseline["all_seconds"], contender["all_seconds"], strict=True)
+    paired = statistics.median(base / other for base, other in pairs)
+    best = min(baseline["all_seconds"]) / min(contender["all_seconds"])
+    return f"{paired:.2f}× / {best:.2f}×"
 
 
 def peak_memory(fn: Callable[[], Any], runs: int = 2) -> int:
@@ -179,19 +195,26 @@ def model_folder(name: str) -> Path:
     return folder
 
 
-def load_models(name: str, variants: list[str], dtype: torch.dtype) -> dict[str, torch.nn.Module]:
-    """The requested variants of released model ``name``, same weights, eval mode, in ``dtype``:
-    ``transformers``, ``ours`` (default paths), ``ours+onednn`` (``optimize_for_inference``)."""
-    import transformers
+VARIANT_HELP = {
+    "transformers": "transformers' PerceiverFor… in eager mode",
+    "ours-torch": "perceiver_io with oneDNN switched off (onednn.disabled()): torch's kernels, the default before"
+    " oneDNN became it",
+    "ours": "perceiver_io as loaded: attention and MLPs on oneDNN",
+    "ours+onednn": "perceiver_io after optimize_for_inference (every linear on oneDNN): what the task helpers run",
+}
 
-    from perceiver_io.inference import optimize_for_inference
+
+def load_models(name: str, variants: list[str], dtype: torch.dtype) -> dict[str, torch.nn.Module]:
+    """The requested variants (``VARIANT_HELP``) of released model ``name``, same weights, eval mode, in
+    ``dtype``. Call them through ``forward``."""
+    import transformers
 
     folder, head = model_folder(name), RELEASED[name].head
     models = {}
     for variant in variants:
         if variant == "transformers":
             model = getattr(transformers, head).from_pretrained(folder)
-        elif variant == "ours":
+        elif variant in ("ours-torch", "ours"):
             model = getattr(perceiver_io, head).from_pretrained(folder)
         elif variant == "ours+onednn":
             model = optimize_for_inference(getattr(perceiver_io, head).from_pretrained(folder))
@@ -199,6 +222,12 @@ def load_models(name: str, variants: list[str], dtype: torch.dtype) -> dict[str,
             raise ValueError(f"unknown variant {variant!r}")
         models[variant] = model.eval().requires_grad_(False).to(dtype)
     return models
+
+
+def forward(variant: str, model: torch.nn.Module, inputs: dict[str, Any]) -> Any:
+    """``model(**inputs)`` as ``variant`` runs it: ``ours-torch`` with oneDNN switched off."""
+    with onednn.disabled() if variant == "ours-torch" else contextlib.nullcontext():
+        return model(**inputs)
 
 
 def cast_floats(inputs: Any, dtype: torch.dtype) -> Any:

@@ -3,9 +3,11 @@
 For each released configuration (random weights, written once by our ``save_pretrained`` and read by both
 libraries' ``from_pretrained``), each case runs in its own subprocess (a clean memory baseline; an out-of-memory
 kill is reported, not fatal): one warm-up per variant, then ``--repeats`` rounds alternating the variants
-(ABC, CBA, …), medians reported. Variants: ``transformers``, ``ours`` (default paths, what the parity tests
-check) and ``ours+onednn`` (``perceiver_io.inference.optimize_for_inference``). bf16 runs every model with
-``.to(torch.bfloat16)`` and bf16 inputs; its error is measured against our float32 output.
+(ABC, CBA, …), medians reported. Variants (``common.VARIANT_HELP``): ``transformers``, ``ours-torch`` (oneDNN
+switched off: torch's kernels) and ``ours+onednn`` (``optimize_for_inference``: every linear on oneDNN; the
+default model runs its attention and MLPs on oneDNN already, ``default_path.py``). bf16 runs every model with
+``.to(torch.bfloat16)`` and bf16 inputs; its error is measured against our float32 output, and transformers in
+float32 is timed alongside (bf16 is what a user would switch to from float32).
 
 Results accumulate in ``benchmarks/results/compare_transformers.json`` (a subset run updates its rows) and the
 whole table is rewritten to ``compare_transformers.md``. Full run (hours on 2 cores):
@@ -31,18 +33,21 @@ from common import (
     RESULTS,
     cast_floats,
     flop_counter,
+    forward,
     interleaved,
     load_models,
     machine,
     peak_memory,
     return_freed_memory_to_os,
+    speed_up,
     write_json,
 )
 
 from perceiver_io.released import RELEASED
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-VARIANTS = ["transformers", "ours", "ours+onednn"]
+VARIANTS = ["transformers", "ours-torch", "ours+onednn"]
+FP32_BASELINE = "transformers-fp32"  # timed in bf16 rows only
 JSON_PATH = RESULTS / "compare_transformers.json"
 MD_PATH = RESULTS / "compare_transformers.md"
 MULTIMODAL_CHUNKS = 128  # DeepMind's colab decodes a clip in 128 chunks
@@ -123,23 +128,28 @@ def time_case(case: Case, variants: list[str], repeats: int) -> dict[str, Any]:
     inputs = make_inputs(case)
     with torch.no_grad():
         # The reference: transformers in float32 for the fp32 rows; our float32 output (which matches it) for bf16.
-        ref_variant = "transformers" if case.dtype == "fp32" else "ours"
+        ref_variant = "transformers" if case.dtype == "fp32" and "transformers" in variants else "ours-torch"
         ref_model = load_models(case.model, [ref_variant], torch.float32)[ref_variant]
         with flop_counter() as flops:
-            ref = _flat(ref_model(**inputs).logits)
+            ref = _flat(forward(ref_variant, ref_model, inputs).logits)
         del ref_model
         gc.collect()
+        runs = {}
+        if case.dtype == "bf16" and "transformers" in variants:
+            fp32_model = load_models(case.model, ["transformers"], torch.float32)["transformers"]
+            runs[FP32_BASELINE] = lambda m=fp32_model, x=inputs: m(**x)
         models = load_models(case.model, variants, dtype)
         inputs = cast_floats(inputs, dtype)
-        diffs = {v: _difference(_flat(m(**inputs).logits), ref) for v, m in models.items()}
+        diffs = {v: _difference(_flat(forward(v, m, inputs).logits), ref) for v, m in models.items()}
         del ref
-        runs = {v: (lambda m=m: m(**inputs)) for v, m in models.items()}
+        runs.update({v: (lambda v=v, m=m: forward(v, m, inputs)) for v, m in models.items()})
         timing = interleaved(runs, repeats)
     return {
         **asdict(case),
         "flops": flops.get_total_flops(),
         "reference": f"{ref_variant} fp32",
         "variants": {v: {**timing[v], "vs_reference": diffs[v]} for v in variants},
+        **({FP32_BASELINE: timing[FP32_BASELINE]} if FP32_BASELINE in timing else {}),
         "repeats": repeats,
         "machine": machine(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -153,7 +163,7 @@ def memory_case(case: Case, variant: str) -> dict[str, Any]:
     model = load_models(case.model, [variant], dtype)[variant]
     inputs = cast_floats(make_inputs(case), dtype)
     with torch.no_grad():
-        return {"peak_bytes": peak_memory(lambda: model(**inputs))}
+        return {"peak_bytes": peak_memory(lambda: forward(variant, model, inputs))}
 
 
 def _worker(job: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
@@ -167,11 +177,17 @@ def _worker(job: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def run_case(case: Case, variants: list[str], repeats: int) -> dict[str, Any]:
-    """Timing (all variants, one process), then each variant's peak memory (one process each)."""
+    """Timing (all variants, one process), then each variant's peak memory (one process each). Where transformers
+    fails (out of memory, or a case its code cannot run), its error is recorded and ours are measured alone."""
     row, error = _worker({"mode": "time", "case": asdict(case), "variants": variants, "repeats": repeats})
+    ours = [v for v in variants if v != "transformers"]
+    if row is None and ours != variants and ours:
+        row, _ = _worker({"mode": "time", "case": asdict(case), "variants": ours, "repeats": repeats})
+        if row is not None:
+            row["transformers_error"] = error
     if row is None:
         return {**asdict(case), "error": error, "machine": machine()}
-    for variant in variants:
+    for variant in row["variants"]:
         mem, error = _worker({"mode": "memory", "case": asdict(case), "variant": variant})
         row["variants"][variant]["peak_bytes"] = None if mem is None else mem["peak_bytes"]
         if error:
@@ -194,18 +210,53 @@ def _agreement(row: dict[str, Any], variant: str) -> str:
     return f"{d['rel_l2']:.1e}"
 
 
+def _bf16_table(rows: list[dict[str, Any]]) -> list[str]:
+    """bf16 rows against transformers in float32, timed in the same run."""
+    rows = [r for r in rows if FP32_BASELINE in r]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## bf16 against transformers in float32 (same run)",
+        "",
+        "| model | case | batch | transformers fp32 s | transformers bf16 s | ours+oneDNN bf16 s | speed-up vs tf fp32"
+        " (paired / best) | speed-up vs tf bf16 (paired / best) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        base, v = r[FP32_BASELINE], r["variants"]
+        tf, fast = v.get("transformers"), v.get("ours+onednn")
+        cells = [
+            r["model"],
+            r["case"],
+            str(r["batch"]),
+            *(f"{x['seconds']:.2f}" if x else "–" for x in (base, tf, fast)),
+            speed_up(base, fast),
+            speed_up(tf, fast),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(results: dict[str, dict[str, Any]]) -> str:
     rows = sorted(results.values(), key=lambda r: (r["model"], r["case"], r["dtype"], r["batch"]))
     lines = [
         "# perceiver_io vs transformers (same random weights, CPU)",
         "",
-        "Time: median seconds per forward (interleaved repeats after a warm-up). Speed-up: transformers' time ÷ ours."
+        "Time: median seconds per forward (interleaved repeats after a warm-up). Speed-up: transformers' time ÷"
+        " ours as *paired / best*: the median over rounds of same-round ratios, and the ratio of the fastest samples"
+        " (both robust to bursts of load from other work; see the load during each row below)."
         " Peak: resident memory above the level before the forward (MiB). Agreement: fp32 rows give max|Δ| to"
-        " transformers and ✓ when within the parity criterion (max|Δ| ≤ 1e-4·max(1,|ref|), rel L2 ≤ 1e-5); bf16"
+        " transformers (to ours-torch where transformers fails) and ✓ when within the parity criterion"
+        " (max|Δ| ≤ 1e-4·max(1,|ref|), rel L2 ≤ 1e-5); bf16"
         " rows give the relative L2 error to our float32 output. GFLOP/s: counted FLOPs ÷ time.",
         "",
-        "| model | case | batch | dtype | transformers s | ours s | ours+oneDNN s | speed-up ours | speed-up"
-        " oneDNN | GFLOP/s tf / oneDNN | peak MiB tf / ours / oneDNN | memory ratio oneDNN/tf | agreement ours |"
+        "Variants: *torch* = perceiver_io with oneDNN switched off (torch's kernels: the default before oneDNN became"
+        " it); *oneDNN* = after `optimize_for_inference` (every linear on oneDNN: what the task helpers run; the"
+        " default model, attention and MLPs on oneDNN, times within a few % of it: `default_path.md`).",
+        "",
+        "| model | case | batch | dtype | transformers s | torch s | oneDNN s | speed-up torch | speed-up"
+        " oneDNN | GFLOP/s tf / oneDNN | peak MiB tf / torch / oneDNN | memory ratio oneDNN/tf | agreement torch |"
         " agreement oneDNN |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -225,16 +276,18 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
             r["case"],
             str(r["batch"]),
             r["dtype"],
-            *(f"{t:.2f}" if t else "–" for t in (t_tf, t_ours, t_fast)),
-            f"{t_tf / t_ours:.2f}×" if t_tf and t_ours else "–",
-            f"{t_tf / t_fast:.2f}×" if t_tf and t_fast else "–",
+            f"fails: {r['transformers_error']}" if "transformers_error" in r else f"{t_tf:.2f}" if t_tf else "–",
+            *(f"{t:.2f}" if t else "–" for t in (t_ours, t_fast)),
+            speed_up(v.get("transformers"), v.get("ours-torch")),
+            speed_up(v.get("transformers"), v.get("ours+onednn")),
             " / ".join(f"{r['flops'] / t / 1e9:.0f}" if t else "–" for t in (t_tf, t_fast)),
             " / ".join(_fmt_mib(m) for m in (m_tf, m_ours, m_fast)),
             f"{m_fast / m_tf:.2f}" if m_tf and m_fast else "–",
-            _agreement(r, "ours") if "ours" in v else "–",
+            _agreement(r, "ours-torch") if "ours-torch" in v else "–",
             _agreement(r, "ours+onednn") if "ours+onednn" in v else "–",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _bf16_table(rows)
     machines = {
         json.dumps({k: m[k] for k in m if k not in ("loadavg", "cpu_pressure")}, sort_keys=True)
         for m in (r["machine"] for r in rows)

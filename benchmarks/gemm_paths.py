@@ -1,6 +1,6 @@
 """Linear layers: PyTorch's default GEMM (MKL for float32) vs oneDNN's fused linear, on the released models' shapes.
 
-The data behind ``perceiver_io.inference.optimize_for_inference``: GFLOP/s of ``F.linear`` and of
+The data behind ``perceiver_io.layers.onednn.OneDNNLinear``: GFLOP/s of ``F.linear`` and of
 ``perceiver_io.layers.onednn.linear`` (dense weights, as we use it, and with weights pre-packed by oneDNN, which we
 do not use), float32 and bfloat16, and the float32 results' max |Δ| to a float64 reference.
 

@@ -17,13 +17,13 @@ from collections import defaultdict
 from typing import Any
 
 import torch
-from common import RESULTS, cast_floats, flop_counter, load_models, machine, write_json
+from common import RESULTS, VARIANT_HELP, cast_floats, flop_counter, forward, load_models, machine, write_json
 from compare_transformers import DTYPES, Case, make_inputs
 
 from perceiver_io.released import RELEASED
 
 PEAK_GFLOPS = {"fp32": 470.0, "bf16": 955.0}
-VARIANTS = ["ours", "ours+onednn"]
+VARIANTS = ["ours-torch", "ours"]
 
 
 def parts(model: torch.nn.Module) -> dict[str, list[torch.nn.Module]]:
@@ -76,7 +76,7 @@ def part_flops(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, int]
 def measure(model_name: str, batch: int, dtype: str, repeats: int) -> list[dict[str, Any]]:
     case = Case(model_name, "224x224", batch, dtype)
     inputs = make_inputs(case)
-    reference = load_models(model_name, ["ours"], torch.float32)["ours"]
+    reference = load_models(model_name, ["ours-torch"], torch.float32)["ours-torch"]
     flops = part_flops(reference, inputs)
     del reference
     rows = []
@@ -85,10 +85,10 @@ def measure(model_name: str, batch: int, dtype: str, repeats: int) -> list[dict[
         timer = PartTimer(model)
         samples = defaultdict(list)
         with torch.no_grad():
-            model(**cast)
+            forward(variant, model, cast)
             for _ in range(repeats):
                 timer.seconds.clear()
-                model(**cast)
+                forward(variant, model, cast)
                 for part, s in timer.seconds.items():
                     samples[part].append(s)
         for part, values in samples.items():
@@ -110,11 +110,13 @@ def measure(model_name: str, batch: int, dtype: str, repeats: int) -> list[dict[
     return rows
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
+def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any]) -> str:
     lines = [
         "# Achieved GFLOP/s per part (median of forwards; FLOPs counted, 2 per multiply-add)",
         "",
         "Peak of this machine: ≈470 GFLOP/s fp32, ≈955 bf16 (2 cores, AVX-512).",
+        "",
+        *(f"- `{v}`: {VARIANT_HELP[v]}" for v in VARIANT_HELP if any(r["variant"] == v for r in rows)),
         "",
         "| model | batch | dtype | variant | part | GFLOP | seconds | GFLOP/s | % of peak |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -124,7 +126,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['variant']} | {r['part']} | {r['gflop']:.1f} | "
             f"{r['seconds']:.3f} | {r['gflops']:.0f} | {r['percent_of_peak']:.0f} % |"
         )
-    lines += ["", f"Machine: `{machine()}`", ""]
+    lines += ["", f"Machine: `{machine_info}`", ""]
     return "\n".join(lines)
 
 
@@ -142,8 +144,9 @@ def main() -> None:
             rows += new
             for r in new:
                 print(r["variant"], batch, dtype, r["part"], f"{r['gflops']:.0f} GFLOP/s", flush=True)
-    write_json(RESULTS / "parts.json", {"rows": rows, "machine": machine()})
-    text = markdown(rows)
+    machine_info = machine()
+    write_json(RESULTS / "parts.json", {"rows": rows, "machine": machine_info})
+    text = markdown(rows, machine_info)
     (RESULTS / "parts.md").write_text(text)
     print(text)
 

@@ -4,8 +4,9 @@ The model is ``PerceiverForImageClassificationFourier`` with 256 latents of 512 
 layers (random weights; both libraries load the same file), fed square images of n×n pixels, each pixel a
 261-channel input (RGB + 2-d Fourier features). The cross-attention to the inputs dominates, so a library whose
 time grows linearly and whose memory above the inputs stays flat scales; one that materialises the
-(latents × inputs) score matrix does not. Each point runs in its own subprocess (time: median of ``--repeats``
-after a warm-up; memory: another subprocess, peak RSS above the pre-forward level). A library stops at its first
+(latents × inputs) score matrix does not. Each point runs in its own subprocess (time: the fastest of
+``--repeats`` after a warm-up, since load from other work only ever adds time and the points of one curve run
+minutes apart; memory: another subprocess, peak RSS above the pre-forward level). A library stops at its first
 failure (out of memory) or when a forward exceeds ``--max-seconds``.
 
     .venv/bin/python benchmarks/scaling.py [--sides 100 178 316 562 1000] [--variants transformers ours]
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -23,10 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import MODEL_CACHE, RESULTS, machine, peak_memory, return_freed_memory_to_os, write_json
+from common import (
+    MODEL_CACHE,
+    RESULTS,
+    VARIANT_HELP,
+    forward,
+    machine,
+    peak_memory,
+    return_freed_memory_to_os,
+    write_json,
+)
 
 import perceiver_io
-from perceiver_io.inference import optimize_for_inference
 
 CONFIG = dict(
     num_latents=256,
@@ -38,7 +46,7 @@ CONFIG = dict(
     num_cross_attention_heads=1,
     num_labels=10,
 )
-VARIANTS = ["transformers", "ours", "ours+onednn"]
+VARIANTS = ["transformers", "ours-torch", "ours"]
 HEAD = "PerceiverForImageClassificationFourier"
 
 
@@ -57,8 +65,6 @@ def load(variant: str) -> torch.nn.Module:
         model = getattr(transformers, HEAD).from_pretrained(model_folder())
     else:
         model = getattr(perceiver_io, HEAD).from_pretrained(model_folder())
-        if variant == "ours+onednn":
-            optimize_for_inference(model)
     return model.eval().requires_grad_(False)
 
 
@@ -66,17 +72,17 @@ def worker(mode: str, variant: str, side: int, repeats: int) -> dict[str, Any]:
     if mode == "memory":
         return_freed_memory_to_os()
     model = load(variant)
-    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    inputs = {"inputs": torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))}
     with torch.no_grad():
         if mode == "memory":
-            return {"peak_bytes": peak_memory(lambda: model(inputs=x), runs=1)}
-        model(inputs=x)
+            return {"peak_bytes": peak_memory(lambda: forward(variant, model, inputs), runs=1)}
+        forward(variant, model, inputs)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            model(inputs=x)
+            forward(variant, model, inputs)
             times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times)}
+    return {"seconds": min(times), "all_seconds": [round(t, 4) for t in times]}
 
 
 def run_worker(mode: str, variant: str, side: int, repeats: int) -> tuple[dict | None, str | None]:
@@ -120,11 +126,13 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def markdown(points: list[dict[str, Any]]) -> str:
+def markdown(points: list[dict[str, Any]], machine_info: dict[str, Any]) -> str:
     lines = [
         "# Scaling with input size (256×512 latents, fp32, batch 1)",
         "",
-        "| pixels | variant | seconds | µs per pixel | peak MiB | peak ÷ input size | note |",
+        *(f"- `{v}`: {VARIANT_HELP[v]}" for v in VARIANTS if any(p["variant"] == v for p in points)),
+        "",
+        "| pixels | variant | seconds (fastest) | µs per pixel | peak MiB | peak ÷ input size | note |",
         "|---|---|---|---|---|---|---|",
     ]
     for p in sorted(points, key=lambda p: (p["inputs"], VARIANTS.index(p["variant"]))):
@@ -139,7 +147,7 @@ def markdown(points: list[dict[str, Any]]) -> str:
             p.get("error", ""),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Machine: `{machine()}`", "", "![scaling](scaling.png)", ""]
+    lines += ["", f"Machine (load at the end of the run): `{machine_info}`", "", "![scaling](scaling.png)", ""]
     return "\n".join(lines)
 
 
@@ -173,9 +181,10 @@ def main() -> None:
                 stopped.add(variant)
             points.append(point)
             print(point, flush=True)
-    write_json(RESULTS / "scaling.json", {"points": points, "config": CONFIG, "machine": machine()})
+    machine_info = machine()
+    write_json(RESULTS / "scaling.json", {"points": points, "config": CONFIG, "machine": machine_info})
     plot(points, RESULTS / "scaling.png")
-    text = markdown(points)
+    text = markdown(points, machine_info)
     (RESULTS / "scaling.md").write_text(text)
     print(text)
 

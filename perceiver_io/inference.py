@@ -1,66 +1,26 @@
-"""Optional inference speed-up on CPU: every GEMM through oneDNN, with the MLPs' GELU fused into it.
+"""Every remaining linear of a model on oneDNN, for CPU inference.
 
-Why: PyTorch sends float32 GEMMs to MKL, which on AMD CPUs runs its AVX2 kernels; oneDNN runs AVX-512 and is
-2.0–2.9× faster on this model's shapes (``benchmarks/gemm_paths.py``). ``optimize_for_inference`` swaps every
-``nn.Linear`` for a ``OneDNNLinear`` (bias and GELU applied in the same pass, instead of two more sweeps over the
-activations) and lets attention use oneDNN's GEMMs (``attention_path``). oneDNN's operator has no autograd, so the
-fast paths are taken only when no gradient is being recorded; otherwise the model computes exactly what it
-computed before. Results differ from the default paths by float32 rounding only (max |Δ| of a few 1e-6 per layer
-for unit-scale activations). Parameters are shared, not copied, and state-dict keys are unchanged, so
-``save_pretrained`` and weight loading keep working.
+The attention projections and MLPs of every layer (nearly all of the FLOPs) already run on oneDNN whenever no
+gradient is being recorded (``perceiver_io.layers.onednn``): 2.0–2.9× faster than MKL's AVX2 float32 GEMMs on AMD
+CPUs (``benchmarks/gemm_paths.py``), bias and GELU fused. ``optimize_for_inference`` extends that to the few
+linears outside those layers (input projections, decoder output layers, postprocessors) by swapping each
+``nn.Linear`` for a ``OneDNNLinear`` that shares its parameters; state-dict keys are unchanged, so
+``save_pretrained`` and weight loading keep working, and with autograd recording the model computes exactly what it
+computed before. The task helpers (``perceiver_io.tasks``) call it; it also works on transformers' models.
 
-bf16 inference needs no swap (PyTorch already runs bf16 GEMMs on oneDNN) but gains the fused bias/GELU from it:
-``optimize_for_inference(model).to(torch.bfloat16)`` with bf16 inputs, or ``torch.autocast("cpu", torch.bfloat16)``.
-Either keeps the logits within about 1–3 % relative L2 of float32 (``benchmarks/results``).
+bf16 inference: ``model.to(torch.bfloat16)`` with bf16 inputs, or ``torch.autocast("cpu", torch.bfloat16)``
+(torch's own bf16 GEMMs then; oneDNN's operator takes no autocast). Either keeps the logits within about 1–3 %
+relative L2 of float32 (``benchmarks/results``).
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from perceiver_io.layers import onednn
-from perceiver_io.layers.attention import Attention
-from perceiver_io.layers.layer import MLP
+from perceiver_io.layers.onednn import OneDNNLinear
 
-
-class OneDNNLinear(nn.Linear):
-    """``nn.Linear`` (optionally followed by GELU) whose no-grad CPU forward runs as one oneDNN call.
-
-    ``gelu`` is None (no activation) or GELU's ``approximate`` argument (``"none"`` or ``"tanh"``).
-    """
-
-    def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, gelu: str | None = None, **factory
-    ) -> None:
-        super().__init__(in_features, out_features, bias, **factory)
-        self.gelu = gelu
-
-    @classmethod
-    def wrap(cls, linear: nn.Linear, gelu: str | None = None) -> OneDNNLinear:
-        """A OneDNNLinear holding ``linear``'s own parameters (no copy)."""
-        new = cls(linear.in_features, linear.out_features, linear.bias is not None, gelu, device="meta")
-        new.weight = linear.weight
-        new.bias = linear.bias
-        return new
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(…, in_features) → (…, out_features)."""
-        if x.dim() >= 2 and self.weight.is_contiguous() and onednn.usable(x, self.weight):
-            return onednn.linear(x, self.weight, self.bias, self.gelu)
-        y = F.linear(x, self.weight, self.bias)
-        return y if self.gelu is None else F.gelu(y, approximate=self.gelu)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + (f", gelu={self.gelu!r}" if self.gelu is not None else "")
-
-
-def _fuse_mlp_gelus(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, MLP) and isinstance(module.act, nn.GELU) and type(module.fc1) is nn.Linear:
-            module.fc1 = OneDNNLinear.wrap(module.fc1, gelu=module.act.approximate)
-            module.act = nn.Identity()
+__all__ = ["OneDNNLinear", "optimize_for_inference"]
 
 
 def _swap_linears(module: nn.Module) -> None:
@@ -72,15 +32,10 @@ def _swap_linears(module: nn.Module) -> None:
 
 
 def optimize_for_inference(model: nn.Module) -> nn.Module:
-    """Route ``model``'s linears and attention GEMMs through oneDNN (in place), eval mode; returns ``model``.
-
-    A no-op where oneDNN's operator is missing. Run the model under ``torch.no_grad()`` or
-    ``torch.inference_mode()`` to get the fast paths; with gradients on it computes what it computed before.
+    """Swap ``model``'s plain ``nn.Linear`` layers for ``OneDNNLinear`` (in place; idempotent), eval mode; returns
+    ``model``. A no-op where oneDNN's operator is missing. The fast paths run under ``torch.no_grad()`` or
+    ``torch.inference_mode()``; with gradients on, the model computes what it computed before.
     """
     if onednn.available():
-        _fuse_mlp_gelus(model)
         _swap_linears(model)
-        for module in model.modules():
-            if isinstance(module, Attention):
-                module.allow_onednn = True
     return model.eval()

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from perceiver_io.layers import onednn
+from perceiver_io.layers.onednn import OneDNNLinear
 
 # The plain paths compute attention in blocks of (example, head) pairs × queries. Pairs are grouped while their
 # scores stay within this many (8 MB in float32), so a block's scores stay in cache between the two GEMMs and the
@@ -42,9 +43,7 @@ def mask_to_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
 
 
-def attention_path(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0, allow_onednn: bool = False
-) -> str:
+def attention_path(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> str:
     """Which kernel computes softmax(qkᵀ/√d)v fastest here: ``"sdpa"``, ``"plain"`` or ``"onednn"``.
 
     Measured on a 2-core Zen 5 with ``benchmarks/attention_paths.py`` (results/attention_paths.md):
@@ -52,15 +51,15 @@ def attention_path(
         latent self-attention, 1.1–2× for the big single-head cross-attentions); with unequal widths (the language
         model's 32/160) it does not apply and its unfused fallback runs at 0.7–0.85× the plain path.
       bfloat16: the plain path (oneDNN's bf16 GEMMs, blocked) beats SDPA everywhere, 1.6–3.7×.
-      ``allow_onednn`` (``optimize_for_inference``; no autograd): in float32, the plain path with oneDNN's GEMMs
-        beats the best of the others 1.3–2× (ONEDNN_MIN_PAIR_SCORES and HUGE_KEY_SET mark the exceptions).
+      Where ``onednn.usable`` (no autograd, not ``onednn.disabled()``): in float32, the plain path with oneDNN's
+        GEMMs beats the best of the others 1.3–2× (ONEDNN_MIN_PAIR_SCORES and HUGE_KEY_SET mark the exceptions).
     Off CPU the fused kernels always win. Dropout needs a plain path on CPU: SDPA's flash kernel has none.
     """
     if q.device.type != "cpu":
         return "sdpa"
     t, s = q.shape[-2], k.shape[-2]
     fusable = dropout_p == 0 and q.shape[-1] == v.shape[-1]
-    onednn_ok = allow_onednn and t * s >= ONEDNN_MIN_PAIR_SCORES and onednn.usable(q, k, v)
+    onednn_ok = t * s >= ONEDNN_MIN_PAIR_SCORES and onednn.usable(q, k, v)
     if q.dtype not in (torch.float32, torch.float64):
         return "onednn" if onednn_ok and s > HUGE_KEY_SET else "plain"
     if onednn_ok and not (fusable and s > HUGE_KEY_SET):
@@ -177,12 +176,10 @@ def _normalised(out: torch.Tensor, peak: torch.Tensor, total: torch.Tensor) -> t
     return out.float() / total, (peak.float() + total.log()).squeeze(-1)
 
 
-def partial_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allow_onednn: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
+def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of q over one block of keys and the log-sum-exp of its scores, both float32, through the path
     attention_path picks: (B, H, T, Dv), (B, H, T). Unmasked, no dropout, no autograd (CPU inference)."""
-    path = attention_path(q, k, v, 0.0, allow_onednn)
+    path = attention_path(q, k, v)
     if path == "sdpa":
         # The op behind F.scaled_dot_product_attention on CPU; it also returns the log-sum-exp the merge needs.
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)
@@ -203,9 +200,7 @@ def partial_attention(
     return torch.stack(outs).view(b, h, t, -1), torch.stack(lses).view(b, h, t)
 
 
-def attend_key_blocks(
-    q: torch.Tensor, blocks: Iterable[tuple[torch.Tensor, torch.Tensor]], allow_onednn: bool = False
-) -> torch.Tensor:
+def attend_key_blocks(q: torch.Tensor, blocks: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """softmax(q kᵀ/√d) v over all keys, given as blocks of (k (B, H, S_j, Dqk), v (B, H, S_j, Dv)): an online
     softmax merges each block's normalised output by its log-sum-exp, in float32 (exact up to rounding).
 
@@ -213,7 +208,7 @@ def attend_key_blocks(
     """
     out = lse = None
     for k, v in blocks:
-        part, part_lse = partial_attention(q, k, v, allow_onednn)
+        part, part_lse = partial_attention(q, k, v)
         if out is None:
             out, lse = part, part_lse
             continue
@@ -231,7 +226,6 @@ def attend(
     *,
     dropout_p: float = 0.0,
     wipe_fully_masked_rows: bool = False,
-    allow_onednn: bool = False,
 ) -> torch.Tensor:
     """Scaled dot-product attention with per-head scaling 1/sqrt(d_qk), through the path attention_path picks.
 
@@ -239,11 +233,10 @@ def attend(
         q: (B, H, T, Dqk) queries; k: (B, H, S, Dqk) keys; v: (B, H, S, Dv) values.
         mask: optional bool (B, T, S) or (B, 1, S); True marks a key the query may attend to.
         wipe_fully_masked_rows: zero the output of queries whose keys are all masked (DeepMind's rule).
-        allow_onednn: let inference without autograd use oneDNN's GEMMs (see ``optimize_for_inference``).
     Returns:
         (B, H, T, Dv)
     """
-    path = attention_path(q, k, v, dropout_p, allow_onednn)
+    path = attention_path(q, k, v, dropout_p)
     if path == "sdpa":
         out = sdpa_attention(q, k, v, mask, dropout_p)
     else:
@@ -278,11 +271,11 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.dropout = dropout
         self.wipe_fully_masked_rows = wipe_fully_masked_rows
-        self.allow_onednn = False  # set by perceiver_io.inference.optimize_for_inference
-        self.q = nn.Linear(q_dim, qk_channels)
-        self.k = nn.Linear(kv_dim, qk_channels)
-        self.v = nn.Linear(kv_dim, v_channels)
-        self.o = nn.Linear(v_channels, output_channels)
+        # nn.Linear while autograd records and off CPU; one oneDNN call in CPU inference (layers/onednn.py).
+        self.q = OneDNNLinear(q_dim, qk_channels)
+        self.k = OneDNNLinear(kv_dim, qk_channels)
+        self.v = OneDNNLinear(kv_dim, v_channels)
+        self.o = OneDNNLinear(v_channels, output_channels)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -315,7 +308,6 @@ class Attention(nn.Module):
             mask,
             dropout_p=self.dropout if self.training else 0.0,
             wipe_fully_masked_rows=self.wipe_fully_masked_rows,
-            allow_onednn=self.allow_onednn,
         )
         return self._merge_heads(out)
 
@@ -326,7 +318,7 @@ class Attention(nn.Module):
         x_q: (B, T, Cq), x_kv: (B, S, Ckv) → (B, T, output_channels).
         """
         blocks = (self.keys_values(kv_norm(x_kv[:, i : i + block])) for i in range(0, x_kv.shape[1], block))
-        return self._merge_heads(attend_key_blocks(self._heads(self.q(x_q)), blocks, self.allow_onednn))
+        return self._merge_heads(attend_key_blocks(self._heads(self.q(x_q)), blocks))
 
     def _merge_heads(self, out: torch.Tensor) -> torch.Tensor:
         """(B, H, T, D) attention output → output projection (B, T, output_channels)."""

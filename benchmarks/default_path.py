@@ -1,0 +1,82 @@
+"""What a user gets without asking: the default model against oneDNN switched off, ``optimize_for_inference`` and
+transformers, timed in one process (interleaved rounds, medians; speed-ups are medians of same-round ratios).
+
+The evidence behind making oneDNN the default CPU inference path of every attention and MLP
+(``perceiver_io.layers.onednn``): the default should time like ``optimize_for_inference`` (which only adds the
+few linears outside the layers) and well ahead of the same model on torch's kernels.
+
+    .venv/bin/python benchmarks/default_path.py [--models vision-perceiver-fourier] [--dtypes fp32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from common import RESULTS, VARIANT_HELP, machine, speed_up, write_json
+from compare_transformers import DTYPES, FP32_BASELINE, Case, cases, time_case
+
+VARIANTS = ["transformers", "ours-torch", "ours", "ours+onednn"]
+JSON_PATH = RESULTS / "default_path.json"
+
+
+def _key(row: dict[str, Any]) -> str:
+    return Case(row["model"], row["case"], row["batch"], row["dtype"]).key
+
+
+def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any]) -> str:
+    lines = [
+        "# The default path: perceiver_io as loaded vs oneDNN off, optimize_for_inference and transformers",
+        "",
+        *(f"- `{v}`: {VARIANT_HELP[v]}" for v in VARIANTS),
+        "",
+        "Seconds: median per forward. Ratios (> 1: the second is faster) as *paired / best*: the median of"
+        " same-round ratios, and the ratio of the fastest samples (`common.speed_up`).",
+        "",
+        "| model | case | batch | dtype | " + " | ".join(f"{v} s" for v in VARIANTS) + " | ours-torch ÷ ours |"
+        " ours ÷ ours+onednn | transformers ÷ ours | transformers fp32 ÷ ours (bf16 rows) |",
+        "|---|---|---|---|" + "---|" * (len(VARIANTS) + 4),
+    ]
+    for r in rows:
+        v = r["variants"]
+        ups = [
+            speed_up(v["ours-torch"], v["ours"]),
+            speed_up(v["ours"], v["ours+onednn"]),
+            speed_up(v["transformers"], v["ours"]),
+            speed_up(r.get(FP32_BASELINE), v["ours"]),
+        ]
+        cells = [r["model"], r["case"], str(r["batch"]), r["dtype"], *(f"{v[n]['seconds']:.2f}" for n in VARIANTS)]
+        lines.append("| " + " | ".join(cells + ups) + " |")
+    lines += ["", f"Machine: `{machine_info}`", "", "Load during each row (1/5/15-min load average; CPU pressure):", ""]
+    lines += [
+        f"- {r['model']} b{r['batch']} {r['dtype']}: {r['machine']['loadavg']}; {r['machine']['cpu_pressure']}"
+        for r in rows
+    ]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["vision-perceiver-fourier", "language-perceiver"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1])
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    # Rows accumulate across runs: a subset run replaces only its own cases.
+    rows = json.loads(JSON_PATH.read_text())["rows"] if JSON_PATH.is_file() else []
+    for case in cases(args.models, args.batches, args.dtypes, None):
+        print(f"{case.key} …", flush=True)
+        row = time_case(case, VARIANTS, args.repeats)
+        rows = [r for r in rows if _key(r) != case.key] + [row]
+        print("  " + ", ".join(f"{n} {t['seconds']:.2f}s" for n, t in row["variants"].items()), flush=True)
+    machine_info = machine()
+    write_json(JSON_PATH, {"rows": rows, "machine": machine_info})
+    text = markdown(rows, machine_info)
+    (RESULTS / "default_path.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
