@@ -436,7 +436,7 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train a Perceiver IO from a recipe (TOML; built in: mnist, mlm), with `--set TABLE.KEY=VALUE` overrides.
+    """Train a Perceiver IO from a recipe (TOML; built in: mnist, mlm, imagenet, flow) with `--set` overrides.
 
     Writes OUT/checkpoint.pt (atomically, every train.checkpoint_every steps; `--resume` continues exactly),
     OUT/metrics.jsonl, OUT/curves.png and the final model folder OUT/model that every other command loads.

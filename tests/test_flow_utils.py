@@ -16,6 +16,7 @@ from perceiver_io.tasks.flow_utils import (
     flow_to_color_with_legend,
     pyramid_weights,
     read_flo,
+    reverse_flow,
     stereo_motorcycle_pair,
     synthetic_flow_pair,
     tile_origins,
@@ -330,14 +331,17 @@ def test_tiled_flow_validates_inputs():
 # Data with known flow
 
 
-def test_synthetic_pair_is_frame2_warped_by_the_flow():
+@pytest.mark.parametrize("motion", ["smooth", "affine"])
+def test_synthetic_pair_is_frame2_warped_by_the_flow(motion: str):
     image = chelsea()
-    frame1, frame2, flow = synthetic_flow_pair(image, seed=3, max_disp=5.0)
+    frame1, frame2, flow = synthetic_flow_pair(image, seed=3, max_disp=5.0, motion=motion)
     assert frame1.shape == frame2.shape == image.shape and flow.shape == (*image.shape[:2], 2)
     assert frame1.dtype == frame2.dtype == flow.dtype == np.float32
     np.testing.assert_array_equal(frame2, image)
     magnitude = np.hypot(flow[..., 0], flow[..., 1])
-    assert magnitude.max() == pytest.approx(5.0, rel=1e-6)
+    assert magnitude.max() <= 5.0 + 1e-5
+    if motion == "smooth":
+        assert magnitude.max() == pytest.approx(5.0, rel=1e-6)
     assert magnitude.mean() > 1.0  # a real motion field, not a few outliers
 
     height, width = image.shape[:2]
@@ -352,9 +356,53 @@ def test_synthetic_pair_is_frame2_warped_by_the_flow():
     zero_epe = end_point_error(np.zeros_like(flow), flow)
     assert zero_epe == pytest.approx(magnitude.mean(), rel=1e-6)
 
-    again = synthetic_flow_pair(image, seed=3, max_disp=5.0)[2]
+    again = synthetic_flow_pair(image, seed=3, max_disp=5.0, motion=motion)[2]
     np.testing.assert_array_equal(again, flow)
-    assert not np.allclose(synthetic_flow_pair(image, seed=4, max_disp=5.0)[2], flow)
+    assert not np.allclose(synthetic_flow_pair(image, seed=4, max_disp=5.0, motion=motion)[2], flow)
+
+
+def test_affine_motion_is_one_translation_rotation_and_zoom():
+    """Least squares over all pixels: the field is exactly u = a + z·x − r·y, v = b + r·x + z·y."""
+    height, width = 40, 60
+    image = chelsea()[:height, :width]
+    translations = []
+    for seed in range(5):
+        flow = synthetic_flow_pair(image, seed=seed, max_disp=3.0, motion="affine")[2].astype(np.float64)
+        y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+        ones, zeros = np.ones(x.size), np.zeros(x.size)
+        # Unknowns (a, b, z, r); rows: u equations then v equations.
+        design = np.block([[ones[:, None], zeros[:, None], x.ravel()[:, None], -y.ravel()[:, None]],
+                           [zeros[:, None], ones[:, None], y.ravel()[:, None], x.ravel()[:, None]]])  # fmt: skip
+        target = np.concatenate([flow[..., 0].ravel(), flow[..., 1].ravel()])
+        params, *_ = np.linalg.lstsq(design, target, rcond=None)
+        np.testing.assert_allclose(design @ params, target, atol=1e-5)
+        assert np.hypot(flow[..., 0], flow[..., 1]).max() <= 3.0 + 1e-6
+        translations.append(flow[height // 2, width // 2])
+    assert np.ptp(np.array(translations), axis=0).min() > 0.5  # seeds draw different motions, not ~zero ones
+    with pytest.raises(ValueError, match="motion must be 'smooth' or 'affine', got 'shear'"):
+        synthetic_flow_pair(image, seed=0, motion="shear")
+
+
+def test_reverse_flow_inverts_an_affine_motion_in_closed_form():
+    """F(p) = A p + t (p = (x, y)) moves p to (I + A) p + t, so the reversed flow at q is (I + A)⁻¹(q − t) − q."""
+    height, width = 30, 40
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    a = np.array([[0.03, -0.02], [0.025, -0.01]])  # rows: u, v; columns: x, y
+    t = np.array([1.2, -0.7])
+    flow = np.stack([a[0, 0] * x + a[0, 1] * y + t[0], a[1, 0] * x + a[1, 1] * y + t[1]], axis=-1)
+    q = np.stack([x, y], axis=-1)
+    expected = np.linalg.solve(np.eye(2) + a, (q - t)[..., None])[..., 0] - q
+    reverse = reverse_flow(flow)
+    inner = (slice(4, -4), slice(4, -4))  # where q + G(q) stays inside the sampled field
+    np.testing.assert_allclose(reverse[inner], expected[inner], atol=1e-4)
+    # A pure translation reverses exactly, border included.
+    np.testing.assert_allclose(reverse_flow(np.broadcast_to(t, (5, 6, 2))), -np.broadcast_to(t, (5, 6, 2)), atol=1e-6)
+
+
+def test_reverse_flow_refuses_a_folding_field():
+    noise = np.random.default_rng(0).normal(size=(12, 12, 2))  # neighbours cross each other: no inverse exists
+    with pytest.raises(ValueError, match="folds over"):
+        reverse_flow(noise)
 
 
 def test_stereo_motorcycle_ground_truth_is_leftward_horizontal_motion():

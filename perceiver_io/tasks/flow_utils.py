@@ -445,12 +445,15 @@ def tiled_flow(
 
 
 def synthetic_flow_pair(
-    image: np.ndarray, seed: int, max_disp: float = 4.0
+    image: np.ndarray, seed: int, max_disp: float = 4.0, motion: str = "smooth"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A frame pair with exactly known flow, made from one real image.
 
-    ``image`` becomes frame 2. A smooth random field F (three low-frequency sinusoids per component, 0.5–2
-    cycles per image side, plus a small affine term) is scaled so its largest magnitude is ``max_disp``.
+    ``image`` becomes frame 2. With ``motion="smooth"`` a smooth random field F (three low-frequency sinusoids
+    per component, 0.5–2 cycles per image side, plus a small affine term) is scaled so its largest magnitude is
+    ``max_disp``. With ``motion="affine"`` F is a global camera-like motion: a translation drawn uniformly from
+    the disc of radius ``0.8 * max_disp`` plus a rotation and a zoom of at most ±``0.2 * max_disp`` pixels at
+    the image's corners, scaled down if needed so its largest magnitude is at most ``max_disp``.
     Frame 1 is frame 2 backward-warped, ``frame1(p) = frame2(p + F(p))`` (bilinear ``grid_sample``, border
     padding, ``align_corners=True``), so the flow frame1 → frame2 is exactly F. Where ``p + F(p)`` leaves the
     image, frame 1 repeats the border and F is not the true motion of the content.
@@ -459,6 +462,7 @@ def synthetic_flow_pair(
         image: ``[H, W, 3]``, any real dtype (uint8 0..255 typical).
         seed: seeds the flow field.
         max_disp: largest flow magnitude in pixels, > 0.
+        motion: ``"smooth"`` or ``"affine"``.
 
     Returns:
         ``(frame1, frame2, flow)``: float32 ``[H, W, 3]`` frames in the image's value range (not rounded, so
@@ -469,10 +473,15 @@ def synthetic_flow_pair(
         raise ValueError(f"image must be [H, W, 3] with H, W >= 2, got {frame2.shape}")
     if not max_disp > 0:
         raise ValueError(f"max_disp must be > 0, got {max_disp}")
+    if motion not in ("smooth", "affine"):
+        raise ValueError(f"motion must be 'smooth' or 'affine', got {motion!r}")
     height, width = frame2.shape[:2]
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float64)
     yn, xn = y / (height - 1) - 0.5, x / (width - 1) - 0.5
+    if motion == "affine":
+        flow = _affine_flow(rng, x - (width - 1) / 2, y - (height - 1) / 2, max_disp)
+        return _backward_warp(frame2, flow, x, y)
     components = []
     for _ in range(2):
         field = np.zeros((height, width))
@@ -486,15 +495,63 @@ def synthetic_flow_pair(
         components.append(field)
     flow = np.stack(components, axis=-1)
     flow *= max_disp / np.hypot(flow[..., 0], flow[..., 1]).max()
+    return _backward_warp(frame2, flow, x, y)
 
+
+def _affine_flow(rng: np.random.Generator, xc: np.ndarray, yc: np.ndarray, max_disp: float) -> np.ndarray:
+    """float64 ``[H, W, 2]``: translation + rotation + zoom about the centre (``xc``, ``yc``: centred pixel
+    coordinates), at most ``max_disp`` pixels anywhere (see `synthetic_flow_pair`)."""
+    radius, angle = 0.8 * max_disp * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
+    corner = max(float(np.hypot(xc, yc).max()), 1.0)
+    rotation, zoom = rng.uniform(-0.2, 0.2, size=2) * max_disp / corner  # per pixel from the centre
+    u = radius * np.cos(angle) + zoom * xc - rotation * yc
+    v = radius * np.sin(angle) + zoom * yc + rotation * xc
+    flow = np.stack([u, v], axis=-1)
+    return flow * min(1.0, max_disp / np.hypot(u, v).max())
+
+
+def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear float64 ``image[y, x]`` (``image`` [H, W, C], ``x``/``y`` [h, w] pixel coordinates), the border
+    repeated outside: [h, w, C]."""
+    height, width = image.shape[:2]
     # align_corners=True maps pixel centres 0 and W-1 to -1 and +1.
-    grid = np.stack([2 * (x + flow[..., 0]) / (width - 1) - 1, 2 * (y + flow[..., 1]) / (height - 1) - 1], -1)
-    source = torch.from_numpy(frame2.astype(np.float64)).permute(2, 0, 1)[None]
-    warped = F.grid_sample(
+    grid = np.stack([2 * x / max(width - 1, 1) - 1, 2 * y / max(height - 1, 1) - 1], -1)
+    source = torch.from_numpy(image.astype(np.float64)).permute(2, 0, 1)[None]
+    sampled = F.grid_sample(
         source, torch.from_numpy(grid)[None], mode="bilinear", padding_mode="border", align_corners=True
     )
-    frame1 = warped[0].permute(1, 2, 0).numpy()
+    return sampled[0].permute(1, 2, 0).numpy()
+
+
+def _backward_warp(
+    frame2: np.ndarray, flow: np.ndarray, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``frame1(p) = frame2(p + flow(p))``; returns float32 ``(frame1, frame2, flow)``."""
+    frame1 = _sample(frame2, x + flow[..., 0], y + flow[..., 1])
     return frame1.astype(np.float32), frame2.astype(np.float32), flow.astype(np.float32)
+
+
+def reverse_flow(flow: np.ndarray, iterations: int = 30) -> np.ndarray:
+    """The flow of the reversed pair (frame 2 → frame 1) of a smooth, occlusion-free flow F: ``[H, W, 2]``.
+
+    It is the G with ``G(q) = −F(q + G(q))`` (q + G(q) is the pixel of frame 1 that moved to q), found by
+    fixed-point iteration, which converges when F's largest spatial derivative is below 1 (no fold-over).
+    F is sampled bilinearly, exact for the affine fields of `synthetic_flow_pair`; near the border, where
+    q + G(q) leaves the field, F's edge values stand in.
+
+    Raises:
+        ValueError: the iteration did not settle to 1e-4 px (F folds over, so no reversed flow exists).
+    """
+    flow = _check_flow(flow).astype(np.float64)
+    height, width = flow.shape[:2]
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    reverse = -flow
+    for _ in range(iterations):
+        previous, reverse = reverse, -_sample(flow, x + reverse[..., 0], y + reverse[..., 1])
+    change = float(np.abs(reverse - previous).max())
+    if change > 1e-4:
+        raise ValueError(f"reverse_flow did not converge (last change {change:.3g} px): the flow folds over")
+    return reverse.astype(np.float32)
 
 
 def stereo_motorcycle_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,10 +1,11 @@
 """Optical-flow training on frame pairs with exactly known flow: warped real photos and ``.flo`` pairs.
 
 Synthetic pairs (:func:`warped_crop`): a random crop of a real photo is frame 2, and frame 1 is that photo
-backward-warped by a smooth random flow (:func:`perceiver_io.tasks.flow_utils.synthetic_flow_pair`), so the
-flow frame 1 → frame 2 is known exactly. Folder pairs: FlyingChairs naming, ``NAME_img1.*``, ``NAME_img2.*``,
-``NAME_flow.flo``, randomly cropped. Inputs follow DeepMind's colab (frames in [-1, 1], 3×3 patches); the
-model's output is flow / 20 pixels (:data:`~perceiver_io.tasks.optical_flow.FLOW_SCALE_FACTOR`).
+backward-warped by a random global affine motion or a smooth random field
+(:func:`perceiver_io.tasks.flow_utils.synthetic_flow_pair`), so the flow frame 1 → frame 2 is known exactly.
+Folder pairs: FlyingChairs naming, ``NAME_img1.*``, ``NAME_img2.*``, ``NAME_flow.flo``, randomly cropped.
+Inputs follow DeepMind's colab (frames in [-1, 1], 3×3 patches); the model's output is flow / 20 pixels
+(:data:`~perceiver_io.tasks.optical_flow.FLOW_SCALE_FACTOR`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from perceiver_io.adapters.image import patches_for_flow
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.heads import PerceiverForOpticalFlow
 from perceiver_io.tasks.common import load_image, model_device
-from perceiver_io.tasks.flow_utils import read_flo, synthetic_flow_pair
+from perceiver_io.tasks.flow_utils import read_flo, reverse_flow, synthetic_flow_pair
 from perceiver_io.tasks.optical_flow import FLOW_SCALE_FACTOR
 
 
@@ -37,12 +38,24 @@ def load_photo(source: str) -> np.ndarray:
 
 
 def warped_crop(
-    photo: np.ndarray, size: tuple[int, int], max_disp: float, seed: int
+    photo: np.ndarray,
+    size: tuple[int, int],
+    max_disp: float,
+    seed: int,
+    motion: str = "smooth",
+    contrast: float = 0.0,
+    reverse: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A synthetic pair from a random ``size`` crop of ``photo`` (uint8 (H, W, 3)); ``seed`` fixes everything.
 
+    ``motion``: ``"smooth"`` (a smooth random field) or ``"affine"`` (a global translation, rotation and zoom),
+    see :func:`~perceiver_io.tasks.flow_utils.synthetic_flow_pair`. ``contrast``: if > 0, the crop's
+    intensities are first mapped linearly to mean 127.5 and this standard deviation (clipped to 0..255), so
+    that every pair shows motion at one contrast; 0 keeps the photo's. ``reverse``: the same pair in reversed
+    order (the crop is then frame 1) with its flow from :func:`~perceiver_io.tasks.flow_utils.reverse_flow`.
+
     The flow is drawn and the warp done on the crop plus a margin of ``ceil(max_disp) + 1`` pixels, which is
-    then cut away, so no pixel of the returned frame 1 comes from outside the photo (the border-padding zone
+    then cut away, so no pixel of the returned frames comes from outside the photo (the border-padding zone
     where the flow is not the true motion).
 
     Returns:
@@ -56,8 +69,13 @@ def warped_crop(
     rng = np.random.default_rng(seed)
     top = int(rng.integers(0, height - h - 2 * margin + 1))
     left = int(rng.integers(0, width - w - 2 * margin + 1))
-    region = photo[top : top + h + 2 * margin, left : left + w + 2 * margin]
-    frame1, frame2, flow = synthetic_flow_pair(region, seed=int(rng.integers(2**31)), max_disp=max_disp)
+    region = photo[top : top + h + 2 * margin, left : left + w + 2 * margin].astype(np.float64)
+    if contrast > 0:
+        # A flat crop's std is floored at 1 grey level so that noise is not blown up without bound.
+        region = np.clip((region - region.mean()) * (contrast / max(region.std(), 1.0)) + 127.5, 0, 255)
+    frame1, frame2, flow = synthetic_flow_pair(region, int(rng.integers(2**31)), max_disp, motion)
+    if reverse:
+        frame1, frame2, flow = frame2, frame1, reverse_flow(flow)
     inner = (slice(margin, margin + h), slice(margin, margin + w))
     return frame1[inner], frame2[inner], flow[inner]
 
@@ -85,17 +103,24 @@ def flow_inputs(frame1: np.ndarray, frame2: np.ndarray) -> torch.Tensor:
 class FlowTask:
     """Train ``PerceiverForOpticalFlow`` on ``crop``-sized pairs; the model's ``train_size`` is set to ``crop``.
 
-    Training pairs are warped crops of ``images`` (paths or ``skimage:NAME``), or crops of the triples in
-    ``flo_dir`` if given; each of the ``n_train`` items is a fresh random pair (drawn from the global RNG,
-    which the trainer seeds per step). Evaluation: ``n_val`` fixed warped crops of ``val_images`` (photos
-    not trained on); ``epe`` is the mean end-point error in pixels and ``epe_baseline`` that of zero flow.
+    Training pairs are warped crops of ``images`` (paths or ``skimage:NAME``; ``motion``, ``max_disp`` and
+    ``contrast`` as in :func:`warped_crop`), or crops of the triples in ``flo_dir`` if given; each of the
+    ``n_train`` items is a fresh random pair (drawn from the global RNG, which the trainer seeds per step).
+    With ``reversed_pairs`` every synthetic pair is in the batch twice, forward and reversed, as DeepMind
+    trained their flow model: whatever a feature shares between the two orders cancels in the gradient, and
+    only what tells the direction of motion is learned (without it a small model stays at zero flow).
+    Evaluation: ``n_val`` fixed forward warped crops of ``val_images`` (photos not trained on); ``epe`` is the
+    mean end-point error in pixels and ``epe_baseline`` that of zero flow.
     """
 
     images: list[str] | None = None
     val_images: list[str] | None = None
     flo_dir: str = ""
     crop: tuple[int, int] = (32, 48)
-    max_disp: float = 2.0
+    max_disp: float = 1.5
+    motion: str = "affine"
+    contrast: float = 64.0
+    reversed_pairs: bool = True
     n_train: int = 100_000
     n_val: int = 32
     eval_batch_size: int = 16
@@ -105,6 +130,10 @@ class FlowTask:
         self.crop = tuple(self.crop)
         if len(self.crop) != 2 or min(self.crop) < 4:
             raise ValueError(f"crop={self.crop}; expected (height, width), each >= 4")
+        if self.motion not in ("smooth", "affine"):
+            raise ValueError(f"motion={self.motion!r}; expected 'smooth' or 'affine'")
+        if not 0 <= self.contrast <= 127.5:
+            raise ValueError(f"contrast={self.contrast}; expected a grey-level standard deviation in [0, 127.5]")
         self.triples = flo_pairs(self.flo_dir) if self.flo_dir else []
         self.photos = [load_photo(s) for s in self.images or []]
         if not self.photos and not self.triples:
@@ -131,15 +160,29 @@ class FlowTask:
         frame1, frame2, flow = (np.stack(parts) for parts in zip(*pairs, strict=True))
         return {"inputs": flow_inputs(frame1, frame2), "labels": torch.from_numpy(flow)}
 
-    def _warped(self, seeds: list[int], photos: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        return self._stack([warped_crop(photos[s % len(photos)], self.crop, self.max_disp, s) for s in seeds])
+    def _warped(
+        self, seeds: list[int], photos: list[np.ndarray], reverse: list[bool] | None = None
+    ) -> dict[str, torch.Tensor]:
+        reverse = reverse or [False] * len(seeds)
+        crop, disp, motion, contrast = self.crop, self.max_disp, self.motion, self.contrast
+        return self._stack(
+            [
+                warped_crop(photos[s % len(photos)], crop, disp, s, motion, contrast, reversed_)
+                for s, reversed_ in zip(seeds, reverse, strict=True)
+            ]
+        )
 
     def batch(self, indices: torch.Tensor, train: bool) -> dict[str, torch.Tensor]:
-        """``{"inputs": (N, 2, 27, h, w), "labels": (N, h, w, 2) flow in pixels}``, one random pair per item."""
-        seeds = torch.randint(0, 2**31 - 1, (len(indices),)).tolist()
+        """``{"inputs": (N, 2, 27, h, w), "labels": (N, h, w, 2) flow in pixels}``: random pairs, each
+        followed by its reversed copy with ``reversed_pairs`` (an odd N ends with a forward pair)."""
+        n = len(indices)
+        seeds = torch.randint(0, 2**31 - 1, (n,)).tolist()
         if self.triples:
             return self._stack([self._folder_crop(s) for s in seeds])
-        return self._warped(seeds, self.photos)
+        if not self.reversed_pairs:
+            return self._warped(seeds, self.photos)
+        seeds = [s for s in seeds[: (n + 1) // 2] for _ in range(2)][:n]
+        return self._warped(seeds, self.photos, [i % 2 == 1 for i in range(n)])
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean end-point error in pixels (NaN flow, i.e. unknown ground truth, is left out)."""
