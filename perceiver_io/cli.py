@@ -440,7 +440,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     Writes OUT/checkpoint.pt (atomically, every train.checkpoint_every steps; `--resume` continues exactly),
     OUT/metrics.jsonl, OUT/curves.png and the final model folder OUT/model that every other command loads.
-    Under `torchrun --nproc_per_node=N` it trains with DDP (gloo on CPU, NCCL on GPU), one data shard per rank.
+    Under `torchrun --nproc_per_node=N --no-python perceiver train ...` it trains with DDP (gloo on CPU, NCCL on
+    GPU), one data shard per rank.
     """
     from perceiver_io.training.cli import run
 

@@ -159,14 +159,18 @@ def test_resume_after_sigkill_continues_exactly(tmp_path: Path) -> None:
 
 
 def test_ddp_two_ranks_match_one_process(tmp_path: Path) -> None:
-    """torchrun with 2 gloo ranks (8 digits each) gives the weights of one process on the 16-digit batch."""
+    """``torchrun --no-python perceiver train`` (the installed command) with 2 gloo ranks (8 digits each) gives
+    the weights of one process on the 16-digit batch."""
     pytest.importorskip("torch.distributed.run")
+    perceiver = Path(sys.executable).with_name("perceiver")
+    if not perceiver.exists():
+        pytest.skip(f"the perceiver command is not installed beside {sys.executable} (pip install -e .)")
     steps = ["--set", "train.steps=3", "--set", "task.max_shift=0"]  # no augmentation: ranks draw differently
     single = tmp_path / "single"
     assert _run_cli(_args(*steps, "--out", str(single))) == 0
     ddp = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "perceiver_io.training.cli", *_args(*steps, "--out", str(ddp))]  # fmt: skip
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--no-python",
+               str(perceiver), "train", *_args(*steps, "--out", str(ddp))]  # fmt: skip
     result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["step"] == 3

@@ -15,7 +15,13 @@ from torch import nn
 
 from perceiver_io.training import checkpoint
 from perceiver_io.training.data import ShardedBatches, load_mnist
-from perceiver_io.training.losses import mask_bytes, masked_lm_loss, mixup_cutmix, smoothed_cross_entropy
+from perceiver_io.training.losses import (
+    mask_bytes,
+    masked_lm_loss,
+    mixup_cutmix,
+    smoothed_cross_entropy,
+    span_start_rate,
+)
 from perceiver_io.training.optim import (
     Lamb,
     constant_cosine_schedule,
@@ -271,6 +277,73 @@ def test_mask_bytes_rates_and_protected_positions():
 
     repeat = mask_bytes(ids, attention.long(), generator=torch.Generator().manual_seed(1))
     assert torch.equal(repeat[0], masked) and torch.equal(repeat[1], labels)
+
+
+def _runs(selected: torch.Tensor) -> list[tuple[int, int, int]]:
+    """(row, start, length) of each maximal run of True in a (B, T) bool tensor."""
+    runs = []
+    for row, line in enumerate(selected.tolist()):
+        start = None
+        for t, on in enumerate([*line, False]):
+            if on and start is None:
+                start = t
+            elif not on and start is not None:
+                runs.append((row, start, t - start))
+                start = None
+    return runs
+
+
+@pytest.mark.parametrize("mean_span", [2.0, 3.0, 5.0])
+def test_span_start_rate_gives_the_covered_fraction(mean_span):
+    # Closed form for an unbounded sequence: P(uncovered) = prod_k (1 - r q^k); and for a fixed span length
+    # of 1 (mean_span 1) the start rate is the masking rate itself.
+    q = 1 - 1 / mean_span
+    rate = span_start_rate(0.15, mean_span)
+    assert 1 - np.prod(1 - rate * q ** np.arange(2000)) == pytest.approx(0.15, abs=1e-9)
+    # Union bound (coverage <= r·m) and 1 - r·q^k <= exp(-r·q^k) bracket the rate.
+    assert 0.15 / mean_span < rate < -math.log(1 - 0.15) / mean_span
+    assert span_start_rate(0.15, 1.0) == pytest.approx(0.15, abs=1e-9)
+
+
+def test_span_masking_rate_lengths_and_one_choice_per_span():
+    ids = torch.randint(6, 262, (64, 1024), generator=torch.Generator().manual_seed(0))
+    attention = torch.ones_like(ids)
+    masked, labels = mask_bytes(ids, attention, 0.15, torch.Generator().manual_seed(1), mean_span=3.0)
+    selected = labels != -100
+    assert selected.float().mean().item() == pytest.approx(0.15, abs=0.01)
+    assert torch.equal(labels[selected], ids[selected]) and torch.equal(masked[~selected], ids[~selected])
+    # Runs merge where spans overlap, so they are at least as long as the spans (mean 3; single bytes: ~1.18).
+    assert np.mean([n for _, _, n in _runs(selected)]) > 3.0
+
+    # At a low rate spans rarely touch: runs are then spans, of mean length mean_span (Geometric), and each
+    # span is wholly [MASK], wholly kept or wholly random bytes, in BERT's 80/10/10 proportions (a run of two
+    # touching spans may mix kinds).
+    masked, labels = mask_bytes(ids, attention, 0.02, torch.Generator().manual_seed(2), mean_span=4.0)
+    runs = _runs(labels != -100)
+    assert np.mean([n for _, _, n in runs]) == pytest.approx(4.0, rel=0.08)
+    kinds = []
+    for row, start, n in runs:
+        span, original = masked[row, start : start + n], ids[row, start : start + n]
+        changed = span != original
+        kind = "mask" if (span == 3).all() else "kept" if not changed.any() else "random"
+        kinds.append(kind if kind != "random" or not (span == 3).any() else "mixed")
+    share = {k: kinds.count(k) / len(kinds) for k in ("mask", "kept", "random", "mixed")}
+    assert share["mask"] == pytest.approx(0.8, abs=0.05) and share["kept"] == pytest.approx(0.1, abs=0.04)
+    assert share["mixed"] < 0.05
+
+
+def test_span_masking_protects_specials_and_padding_and_rejects_bad_settings():
+    ids = torch.randint(6, 262, (8, 256), generator=torch.Generator().manual_seed(0))
+    ids[:, ::7] = 5  # [SEP] every 7 bytes, inside many spans
+    attention = (torch.arange(256) < 200).long().expand(8, -1)
+    masked, labels = mask_bytes(ids, attention, 0.3, torch.Generator().manual_seed(1), mean_span=6.0)
+    protected = (ids == 5) | (attention == 0)
+    assert bool((labels[protected] == -100).all()) and torch.equal(masked[protected], ids[protected])
+    assert (labels != -100).any()
+    with pytest.raises(ValueError, match=r"mean_span=0\.5"):
+        mask_bytes(ids, attention, 0.15, mean_span=0.5)
+    with pytest.raises(ValueError, match=r"mask_prob=1\.5"):
+        mask_bytes(ids, attention, 1.5)
 
 
 def test_masked_lm_loss_is_the_mean_over_scored_positions():

@@ -73,6 +73,19 @@ def test_mlm_batch_windows_are_text_bytes(tmp_path: Path) -> None:
     assert (batch["labels"] == -100).all()  # nothing masked at mask_prob 0
 
 
+def test_mlm_span_masking_setting_reaches_the_batches(tmp_path: Path) -> None:
+    (tmp_path / "t.txt").write_bytes(bytes(range(32, 127)) * 200)
+    with pytest.raises(ValueError, match=r"mean_span=0\.5"):
+        MlmTask(files=[str(tmp_path / "t.txt")], mean_span=0.5, model_config=TINY_MLM)
+    torch.manual_seed(0)
+    spans = MlmTask(files=[str(tmp_path / "t.txt")], mean_span=8.0, model_config=TINY_MLM)
+    selected = spans.batch(torch.arange(64), train=False)["labels"] != -100
+    starts = selected[:, 1:] & ~selected[:, :-1]  # runs beginning after position 0
+    # Spans of mean 8 give few, long runs: far fewer run starts than the ~0.15·0.85 per byte of single bytes.
+    assert selected.float().mean().item() == pytest.approx(0.15, abs=0.03)
+    assert starts.float().mean().item() < 0.05
+
+
 def test_mlm_learns_a_fixed_batch(tmp_path: Path) -> None:
     """40 steps on one batch of English text: the masked-byte loss falls well below ln 262 (uniform guess)."""
     prose = b"The quick brown fox jumps over the lazy dog while the cat sleeps by the warm fire. "

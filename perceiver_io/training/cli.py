@@ -5,7 +5,8 @@ Examples::
     perceiver train mnist --out runs/mnist
     perceiver train mnist --set train.steps=200 --set model.num_latents=64
     perceiver train my_recipe.toml --resume
-    torchrun --nproc_per_node=2 -m perceiver_io.training.cli mnist --out runs/ddp
+    torchrun --nproc_per_node=2 --no-python perceiver train mnist --out runs/ddp
+    torchrun --nproc_per_node=2 -m perceiver_io.training.cli mnist --out runs/ddp   # the same
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -115,6 +117,46 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
 
 
+def check_masking(mask_prob: float, mean_span: float) -> None:
+    """Raise ``ValueError`` unless ``mask_prob`` is in [0, 1] and ``mean_span`` >= 1."""
+    if not 0.0 <= mask_prob <= 1.0:
+        raise ValueError(f"mask_prob={mask_prob}; expected a probability in [0, 1]")
+    if not mean_span >= 1.0:
+        raise ValueError(f"mean_span={mean_span}; expected a mean span length >= 1 byte")
+
+
+def span_start_rate(mask_prob: float, mean_span: float) -> float:
+    """Per-position probability of starting a span such that a fraction ``mask_prob`` of an unbounded sequence
+    is covered, for span lengths ~ Geometric(1/mean_span) on {1, 2, …} (mean ``mean_span``).
+
+    A position is left uncovered iff no span starting k ≤ 0 positions before it reaches it; spans start
+    independently with rate r and reach k positions on with probability q^k (q = 1 - 1/mean_span), so
+    ``1 - mask_prob = Π_k (1 - r·q^k)``, solved for r by bisection (monotone in r).
+    """
+    q = 1.0 - 1.0 / mean_span
+    reach = q ** np.arange(int(np.log(1e-12) / np.log(q)) + 1) if q > 0 else np.ones(1)
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        rate = (low + high) / 2
+        covered = 1.0 - np.prod(1.0 - rate * reach)
+        low, high = (rate, high) if covered < mask_prob else (low, rate)
+    return (low + high) / 2
+
+
+def _span_selection(
+    shape: torch.Size, mask_prob: float, mean_span: float, generator: torch.Generator | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Covered positions (B, T) bool, and for each the start index (B, T) of the span that reaches furthest."""
+    starts = torch.rand(shape, generator=generator, device=device) < span_start_rate(mask_prob, mean_span)
+    uniform = torch.rand(shape, generator=generator, device=device).clamp(min=1e-12)
+    q = 1.0 - 1.0 / mean_span  # > 0: called for mean_span > 1 only
+    lengths = 1 + torch.floor(uniform.log() / math.log(q)).long()  # Geometric(1 - q) on {1, 2, ...}
+    positions = torch.arange(shape[-1], device=device)
+    reach = torch.where(starts, positions + lengths, torch.full_like(positions, -1).expand(shape))
+    furthest, start_index = reach.cummax(dim=-1)  # the span covering t is the one that reaches past t the most
+    return furthest > positions, start_index
+
+
 def mask_bytes(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -123,29 +165,43 @@ def mask_bytes(
     special_ids: tuple[int, ...] = PERCEIVER_SPECIAL_IDS,
     mask_id: int = PERCEIVER_MASK_ID,
     vocab_size: int = PERCEIVER_VOCAB_SIZE,
+    mean_span: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT's masking for the byte-level MLM.
+    """BERT's masking for the byte-level MLM, of single bytes or (``mean_span`` > 1) of contiguous spans.
 
-    Each position that is attended (``attention_mask`` 1) and not a special id is selected independently with
-    probability ``mask_prob`` (a Bernoulli draw per position, as transformers'
+    ``mean_span`` 1: each position that is attended (``attention_mask`` 1) and not a special id is selected
+    independently with probability ``mask_prob`` (a Bernoulli draw per position, as transformers'
     ``DataCollatorForLanguageModeling``; BERT's original picked a fixed count per sequence). A selected
     position becomes ``mask_id`` with probability 0.8, a uniformly drawn non-special id (a byte, 6..261) with
     probability 0.1, and stays as is otherwise.
+
+    ``mean_span`` > 1: spans of Geometric(1/mean_span) bytes (mean ``mean_span``, SpanBERT-style but
+    unclipped) start independently at the rate of :func:`span_start_rate`, so that about ``mask_prob`` of the
+    positions are covered; special and padded positions inside a span stay unselected. As in SpanBERT the
+    80/10/10 choice is made once per span (a random replacement draws each byte of the span anew).
 
     Args:
         input_ids: (B, T) int.
         attention_mask: (B, T), 1/True for real tokens, 0/False for padding.
     Returns:
         masked_ids (B, T) and labels (B, T): the original id where selected, -100 elsewhere.
+    Raises:
+        ValueError: ``mask_prob`` outside [0, 1] or ``mean_span`` < 1.
     """
+    check_masking(mask_prob, mean_span)
     device = _device(generator)
     ids = input_ids.to(device)
     special = torch.isin(ids, torch.tensor(special_ids, device=device))
     eligible = attention_mask.to(device).bool() & ~special
 
-    # Three draws of the full shape in a fixed order keep the result a function of the generator state.
-    select = (torch.rand(ids.shape, generator=generator, device=device) < mask_prob) & eligible
-    action = torch.rand(ids.shape, generator=generator, device=device)
+    # Full-shape draws in a fixed order keep the result a function of the generator state.
+    if mean_span == 1.0:
+        select = torch.rand(ids.shape, generator=generator, device=device) < mask_prob
+        action = torch.rand(ids.shape, generator=generator, device=device)
+    else:
+        select, span_of = _span_selection(ids.shape, mask_prob, mean_span, generator, device)
+        action = torch.rand(ids.shape, generator=generator, device=device).gather(-1, span_of)
+    select &= eligible
     non_special = torch.tensor([i for i in range(vocab_size) if i not in special_ids], device=device)
     random_ids = non_special[torch.randint(0, len(non_special), ids.shape, generator=generator, device=device)]
 

@@ -26,7 +26,13 @@ from torch import nn
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.heads import PerceiverForMaskedLM
 from perceiver_io.training.flow import FlowTask
-from perceiver_io.training.losses import PERCEIVER_SPECIAL_IDS, mask_bytes, masked_lm_loss, smoothed_cross_entropy
+from perceiver_io.training.losses import (
+    PERCEIVER_SPECIAL_IDS,
+    check_masking,
+    mask_bytes,
+    masked_lm_loss,
+    smoothed_cross_entropy,
+)
 from perceiver_io.training.multimodal import MultimodalTask
 from perceiver_io.training.text import TextClassificationTask
 from perceiver_io.training.trainer import Task, TrainConfig
@@ -175,13 +181,15 @@ class MlmTask:
     ``"mediawiki"``; ``.bz2``/``.gz`` decompressed) and concatenated; the last ``val_fraction`` of the bytes is
     held out. A training item is a window of ``max_position_embeddings`` bytes, starting at a random offset
     within its slot so that epochs see different cuts. 15 % of bytes are masked BERT-style
-    (:func:`mask_bytes`). Evaluation scores up to ``eval_windows`` held-out windows with a fixed mask.
+    (:func:`mask_bytes`), as single bytes or, with ``mean_span`` > 1, as contiguous spans of that mean length.
+    Evaluation scores up to ``eval_windows`` held-out windows with a fixed mask.
     """
 
     files: list[str] | None = None
     text_format: str = "plain"
     val_fraction: float = 0.05
     mask_prob: float = 0.15
+    mean_span: float = 1.0
     eval_windows: int = 64
     eval_batch_size: int = 16
     model_config: dict[str, Any] | None = None
@@ -189,6 +197,7 @@ class MlmTask:
     def __post_init__(self) -> None:
         from perceiver_io.training.data import read_corpus
 
+        check_masking(self.mask_prob, self.mean_span)
         paths = _expand(self.files or [])
         if not paths:
             raise ValueError("the mlm task needs [task] files = [...] (text files or glob patterns)")
@@ -216,7 +225,7 @@ class MlmTask:
 
     def _masked(self, ids: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         attention_mask = torch.ones_like(ids)
-        inputs, labels = mask_bytes(ids, attention_mask, self.mask_prob, generator=generator)
+        inputs, labels = mask_bytes(ids, attention_mask, self.mask_prob, generator, mean_span=self.mean_span)
         return {"inputs": inputs, "attention_mask": attention_mask, "labels": labels}
 
     def batch(self, indices: torch.Tensor, train: bool) -> dict[str, torch.Tensor]:
