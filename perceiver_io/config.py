@@ -24,7 +24,6 @@ _HF_BOOKKEEPING = {
     "transformers_version",
     "torch_dtype",
     "dtype",
-    "return_dict",
 }
 
 
@@ -79,6 +78,10 @@ class PerceiverConfig:
     label_trainable_num_channels: int = 1024
     id2label: dict[int, str] | None = None
     problem_type: str | None = None
+    # Output options: the defaults of every forward call (transformers' names).
+    output_attentions: bool = False
+    output_hidden_states: bool = False
+    return_dict: bool = True
     # Numerics switches (ours).
     conv_stem_padding: str = "transformers"
     mask_decoder_queries: bool = False

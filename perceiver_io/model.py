@@ -185,7 +185,9 @@ class PerceiverModel(PerceiverPreTrainedModel):
         if self.output_postprocessor is None:
             return out
         if encoded.modality_sizes is not None:
-            return self.output_postprocessor(out, self.decoder.queries.output_sizes(subsampled_output_points))
+            return self.output_postprocessor(
+                out, modality_sizes=self.decoder.queries.output_sizes(subsampled_output_points)
+            )
         return self.output_postprocessor(out)
 
 

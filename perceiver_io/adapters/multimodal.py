@@ -69,7 +69,12 @@ class MultimodalPostprocessor(nn.Module):
         super().__init__()
         self.modalities = nn.ModuleDict(modalities)
 
-    def forward(self, x: torch.Tensor, modality_sizes: Mapping[str, int]) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, pos: torch.Tensor | None = None, modality_sizes: Mapping[str, int] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """transformers' postprocessor signature; ``pos`` is unused, ``modality_sizes`` is required."""
+        if modality_sizes is None:
+            raise ValueError("the multimodal postprocessor needs modality_sizes to split its input")
         out, start = {}, 0
         for m in sorted(modality_sizes):
             out[m] = self.modalities[m](x[:, start : start + modality_sizes[m]])

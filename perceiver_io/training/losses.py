@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -125,6 +126,7 @@ def check_masking(mask_prob: float, mean_span: float) -> None:
         raise ValueError(f"mean_span={mean_span}; expected a mean span length >= 1 byte")
 
 
+@functools.lru_cache(maxsize=32)  # a pure function of two settings, asked for every batch
 def span_start_rate(mask_prob: float, mean_span: float) -> float:
     """Per-position probability of starting a span such that a fraction ``mask_prob`` of an unbounded sequence
     is covered, for span lengths ~ Geometric(1/mean_span) on {1, 2, …} (mean ``mean_span``).
