@@ -422,6 +422,8 @@ def test_bad_settings_raise():
         processor(photo, return_tensors="tf")
     with pytest.raises(ValueError, match=r"input_data_format .* got 'hwc'"):
         processor(photo, input_data_format="hwc")
+    with pytest.raises(ValueError, match="device must be a torch device or its name, got 'gpu0'"):
+        processor(photo, device="gpu0")
     with pytest.raises(TypeError, match="unexpected keyword argument 'data_format'"):
         processor(photo, data_format="channels_first")
     with pytest.raises(ValueError, match=r"different shapes \[\(3, 262, 262\), \(3, 448, 448\)\]"):

@@ -150,7 +150,11 @@ class PerceiverImageProcessorFast(BaseImageProcessor):
             image_std=image_std,
             do_convert_rgb=do_convert_rgb,
         )
-        device = None if device is None else torch.device(device)
+        if device is not None:
+            try:
+                device = torch.device(device)
+            except (RuntimeError, TypeError) as error:
+                raise ValueError(f"device must be a torch device or its name, got {device!r}") from error
 
         chw = [
             _to_chw_tensor(image, index, settings.do_convert_rgb, input_data_format, device)
