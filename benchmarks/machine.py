@@ -150,11 +150,13 @@ def peaks_for(args: argparse.Namespace) -> dict[str, Any]:
     return quick_peaks() if args.peak_repeats == 0 else measure_peaks(args.peak_repeats)
 
 
-def percent_of_peak(flops: float | None, seconds: float | None, peaks: dict[str, Any] | None, dtype: str) -> float:
-    """Achieved FLOP/s as a percentage of this run's measured GEMM peak in ``dtype`` ('fp32' or 'bf16'); NaN where
-    a figure is missing."""
+def percent_of_peak(
+    flops: float | None, seconds: float | None, peaks: dict[str, Any] | None, dtype: str
+) -> float | None:
+    """Achieved FLOP/s as a percentage of this run's measured GEMM peak in ``dtype`` ('fp32' or 'bf16'); None where
+    a figure is missing (no FLOPs, no time, no peaks)."""
     if not flops or not seconds or not peaks or dtype not in peaks:
-        return float("nan")
+        return None
     return 100 * flops / seconds / 1e9 / peaks[dtype]
 
 
@@ -163,7 +165,7 @@ def achieved(flops: float | None, seconds: float | None, peaks: dict[str, Any] |
     if not flops or not seconds:
         return "–"
     pct = percent_of_peak(flops, seconds, peaks, dtype)
-    return f"{flops / seconds / 1e9:.0f}" + ("" if pct != pct else f" ({pct:.0f} %)")
+    return f"{flops / seconds / 1e9:.0f}" + ("" if pct is None else f" ({pct:.0f} %)")
 
 
 def describe(cpu: dict[str, Any]) -> str:

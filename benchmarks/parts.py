@@ -109,6 +109,10 @@ def measure(model_name: str, batch: int, dtype: str, repeats: int, peaks: dict[s
     return rows
 
 
+def _percent(p: float | None) -> str:
+    return "–" if p is None else f"{p:.0f} %"
+
+
 def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any], cpu: dict[str, Any], peaks: dict) -> str:
     lines = [
         "# Achieved GFLOP/s per part (median of forwards; FLOPs counted, 2 per multiply-add)",
@@ -122,7 +126,7 @@ def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any], cpu: dict
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['variant']} | {r['part']} | {r['gflop']:.1f} | "
-            f"{r['seconds']:.3f} | {r['gflops']:.0f} | {r['percent_of_peak']:.0f} % |"
+            f"{r['seconds']:.3f} | {r['gflops']:.0f} | {_percent(r['percent_of_peak'])} |"
         )
     lines += ["", f"Machine: `{machine_info}`", ""]
     return "\n".join(lines)
