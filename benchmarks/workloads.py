@@ -73,8 +73,11 @@ def folder(name: str, small: bool = False) -> Path:
     path = MODEL_CACHE / f"small-{name}"
     if not (path / "model.safetensors").is_file():
         torch.manual_seed(0)
-        config = perceiver_io.PerceiverConfig.from_dict(SMALL[name])
-        getattr(perceiver_io, RELEASED[name].head)(config).save_pretrained(path)
+        model = getattr(perceiver_io, RELEASED[name].head)(perceiver_io.PerceiverConfig.from_dict(SMALL[name]))
+        if name == "optical-flow-perceiver":
+            # Zero-initialised output layer (DeepMind's): random weights give the comparisons something to see.
+            torch.nn.init.normal_(model.perceiver.decoder.final.weight, std=0.05)
+        model.save_pretrained(path)
     return path
 
 
