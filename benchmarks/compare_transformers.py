@@ -254,7 +254,8 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         " Peak: resident memory above the level before the forward (MiB). Agreement: fp32 rows give max|Δ| to"
         " transformers (to ours-torch where transformers fails) and ✓ when within the parity criterion"
         " (max|Δ| ≤ 1e-4·max(1,|ref|), rel L2 ≤ 1e-5); bf16"
-        " rows give the relative L2 error to our float32 output. GFLOP/s: counted FLOPs ÷ time.",
+        " rows give the relative L2 error to our float32 output. GFLOP/s: counted FLOPs ÷ time, and its % of the"
+        " GEMM peak of the row's dtype measured by the run that produced the row.",
         "",
         "Variants: *torch* = perceiver_io with oneDNN switched off (torch's kernels: the default before oneDNN became"
         " it); *oneDNN* = after `optimize_for_inference` (every linear on oneDNN: what the task helpers run; the"
