@@ -569,6 +569,10 @@ def test_image_preprocessor_projection_and_interpolation_match_transformers():
     x = torch.randn(2, 3, 6, 5)
     expected = ref(x, interpolate_pos_encoding=True)[0]
     assert_close_to_reference(mine(x, interpolate_pos_encoding=True)[0], expected)
+    # Fourier positions fit any grid: interpolation changes nothing, in transformers and here.
+    ref, mine = image_pair(dict(prep_type="pixels", spatial_downsample=1, fourier_position_encoding_kwargs=FOURIER_2D))
+    expected = ref(x, interpolate_pos_encoding=True)[0]
+    assert_close_to_reference(mine(x, interpolate_pos_encoding=True)[0], expected)
 
 
 @pytest.mark.parametrize("how", ["concat", "add"])

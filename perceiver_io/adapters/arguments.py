@@ -17,8 +17,8 @@ def check_preprocessor_call(
     """Raise for a value of transformers' preprocessor arguments that ``owner`` does not honour.
 
     ``pos`` (explicit input positions) is accepted by transformers' preprocessors but never read; grid-shaped
-    outputs (``network_input_is_1d=False``) cannot feed the encoder; only image preprocessors with a trainable
-    table can resample it (``interpolates``).
+    outputs (``network_input_is_1d=False``) cannot feed the encoder; only image preprocessors fit their positions
+    to another grid (``interpolates``).
     """
     if pos is not None:
         raise ValueError(f"{owner} does not take explicit input positions: pass pos=None")

@@ -182,10 +182,8 @@ class ImagePreprocessor(nn.Module):
         interpolate_pos_encoding: bool = False,
     ) -> tuple[torch.Tensor, None, torch.Tensor]:
         """transformers' preprocessor call → (with positions (B, M, C), None, without positions (B, M, C_feat))."""
-        trainable = isinstance(self.position, TrainablePositionEncoding)
-        check_preprocessor_call(
-            type(self).__name__, pos, network_input_is_1d, interpolate_pos_encoding, interpolates=trainable
-        )
+        # Fourier positions follow any grid, so interpolation is what they always do.
+        check_preprocessor_call(type(self).__name__, pos, network_input_is_1d, interpolate_pos_encoding, True)
         x = self.features(inputs)
         b, index_dims = x.shape[0], tuple(x.shape[1:-1])
         x = x.reshape(b, -1, x.shape[-1])
