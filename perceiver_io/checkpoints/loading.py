@@ -239,9 +239,9 @@ def load_transformers_state_dict(
     table = hf_name_table(model)
     ours = model.state_dict()
     by_hf = {hf: k for k, hf in table.items()}
-    state = _match_prefix(state, by_hf)
+    state, file_names = _match_prefix(state, by_hf)
     missing = sorted(hf for hf in by_hf if hf not in state and not hf.endswith("num_batches_tracked"))
-    unexpected = sorted(k for k in state if k not in by_hf)
+    unexpected = sorted(file_names[k] for k in state if k not in by_hf)
     mismatched = sorted(
         (hf, tuple(state[hf].shape), tuple(ours[k].shape))
         for hf, k in by_hf.items()
@@ -284,15 +284,20 @@ def load_transformers_state_dict(
     }
 
 
-def _match_prefix(state: dict[str, torch.Tensor], model_keys: dict[str, str]) -> dict[str, torch.Tensor]:
-    """Drop (bare model, head checkpoint) or add (head, bare checkpoint) transformers' ``perceiver.`` prefix."""
+def _match_prefix(
+    state: dict[str, torch.Tensor], model_keys: dict[str, str]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Drop (bare model, head checkpoint) or add (head, bare checkpoint) transformers' ``perceiver.`` prefix;
+    returns the renamed state and {new name: name in the file} (reports use the file's names, as transformers')."""
     model_prefixed = any(k.startswith(BASE_PREFIX) for k in model_keys)
     state_prefixed = any(k.startswith(BASE_PREFIX) for k in state)
     if state_prefixed and not model_prefixed:
-        return {k.removeprefix(BASE_PREFIX) if k.startswith(BASE_PREFIX) else k: v for k, v in state.items()}
-    if model_prefixed and not state_prefixed:
-        return {BASE_PREFIX + k: v for k, v in state.items()}
-    return state
+        names = {k.removeprefix(BASE_PREFIX) if k.startswith(BASE_PREFIX) else k: k for k in state}
+    elif model_prefixed and not state_prefixed:
+        names = {BASE_PREFIX + k: k for k in state}
+    else:
+        names = {k: k for k in state}
+    return {new: state[old] for new, old in names.items()}, names
 
 
 def _init_owners(model: nn.Module, keys: list[str]) -> None:
