@@ -102,7 +102,7 @@ def test_unknown_key_is_stored_with_a_warning(transformers_module, tmp_path):
     config.save_pretrained(tmp_path)
     with pytest.warns(UserWarning, match="mystery_width"):
         assert PerceiverConfig.from_pretrained(tmp_path).mystery_width == 7
-    with pytest.raises(ValueError, match="would replace PerceiverConfig.to_dict"):
+    with pytest.raises(ValueError, match=r"would replace PerceiverConfig\.to_dict"):
         PerceiverConfig(to_dict=1)
 
 
