@@ -9,6 +9,7 @@ where it differs from transformers' port (see the class docstring); they default
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import json
 import os
@@ -397,7 +398,11 @@ class PerceiverConfig:
         out["id2label"] = dict(self.id2label)
         out["label2id"] = dict(self.label2id)
         out["dtype"] = None if self.dtype is None else str(self.dtype).removeprefix("torch.")
-        for key in self._other_keys:
+        # Keys beyond the signature: those given to the constructor, then any public attribute set since (as
+        # transformers, which writes its whole __dict__).
+        fields = _signature_defaults()
+        later = [k for k in vars(self) if not k.startswith("_") and k not in fields and k not in self._other_keys]
+        for key in self._other_keys + later:
             out[key] = copy.deepcopy(getattr(self, key))
         out["model_type"] = self.model_type
         return out
@@ -481,16 +486,7 @@ class PerceiverConfig:
     @classmethod
     def from_json_file(cls, json_file: str | os.PathLike) -> PerceiverConfig:
         """A config from a JSON file of its keys."""
-        path = Path(json_file)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path} not found: a model folder needs a config.json") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} holds a JSON {type(data).__name__}; expected an object of config keys")
-        return cls(**data)
+        return cls(**read_config_dict(json_file))
 
     @classmethod
     def from_pretrained(
@@ -522,14 +518,27 @@ class PerceiverConfig:
             json_file = source
         else:
             json_file = resolve_source(pretrained_model_name_or_path, hub, ["config.json"]) / "config.json"
-        config_dict = cls.from_json_file(json_file).to_dict()
-        config_dict["_name_or_path"] = str(pretrained_model_name_or_path)
+        config_dict = {**read_config_dict(json_file), "_name_or_path": str(pretrained_model_name_or_path)}
         return cls.from_dict(config_dict, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, **overrides: Any) -> PerceiverConfig:
         """The config in a local model folder (``from_pretrained`` without the hub)."""
-        return cls.from_dict(cls.from_json_file(Path(directory) / "config.json").to_dict(), **overrides)
+        return cls.from_dict(read_config_dict(Path(directory) / "config.json"), **overrides)
+
+
+def read_config_dict(json_file: str | os.PathLike) -> dict[str, Any]:
+    """The keys of a config.json, with a clear error for a missing or malformed file."""
+    path = Path(json_file)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: a model folder needs a config.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}; expected an object of config keys")
+    return data
 
 
 def to_torch_dtype(value: torch.dtype | str, name: str) -> torch.dtype:
@@ -550,6 +559,7 @@ def _alias(kwargs: dict[str, Any], alias: str, name: str, value: Any, default: A
     return other if value == default else value
 
 
+@functools.cache
 def _signature_defaults() -> dict[str, Any]:
     """{keyword: default} of ``PerceiverConfig.__init__`` (the named keywords, in order)."""
     params = inspect.signature(PerceiverConfig.__init__).parameters.values()

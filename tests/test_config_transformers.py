@@ -259,3 +259,11 @@ def test_released_widths_follow_overrides():
     assert PerceiverConfig.released("vision-perceiver-conv", num_labels=10).num_labels == 10
     with pytest.raises(ValueError, match="unknown released model 'vision'"):
         PerceiverConfig.released("vision")
+
+
+def test_attributes_set_later_are_saved(tmp_path, transformers_module):
+    config = PerceiverConfig()
+    config.pad_token_id = 0  # transformers users set keys on a built config too
+    config.save_pretrained(tmp_path)
+    assert PerceiverConfig.from_pretrained(tmp_path).pad_token_id == 0
+    assert transformers_module.PerceiverConfig.from_pretrained(tmp_path).pad_token_id == 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -156,14 +158,18 @@ def test_dtype(dtype, tmp_path, transformers_module):
     assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items() if v.is_floating_point())
 
 
-def test_dtype_auto_reads_the_checkpoint(tmp_path, transformers_module):
-    saved = _saved(tmp_path / "f32").to(torch.bfloat16)
-    saved.config.dtype = None  # a config without dtype: "auto" falls back to the weights' own dtype
-    saved.save_pretrained(tmp_path / "bf16")
-    for kwargs in ({}, {"dtype": "auto"}, {"torch_dtype": "auto"}):
-        model = perceiver_io.PerceiverForSequenceClassification.from_pretrained(tmp_path / "bf16", **kwargs)
-        ref = transformers_module.PerceiverForSequenceClassification.from_pretrained(tmp_path / "bf16", **kwargs)
-        assert model.dtype == ref.dtype == torch.bfloat16
+def test_dtype_auto_reads_the_config_then_the_checkpoint(tmp_path, transformers_module):
+    _saved(tmp_path / "f32").to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "bfloat16"  # as transformers
+    shutil.copytree(tmp_path / "bf16", tmp_path / "no-dtype")
+    config = json.loads((tmp_path / "no-dtype" / "config.json").read_text())
+    del config["dtype"]  # "auto" then falls back to the weights' own dtype
+    (tmp_path / "no-dtype" / "config.json").write_text(json.dumps(config))
+    for folder in ("bf16", "no-dtype"):
+        for kwargs in ({}, {"dtype": "auto"}, {"torch_dtype": "auto"}):
+            model = perceiver_io.PerceiverForSequenceClassification.from_pretrained(tmp_path / folder, **kwargs)
+            ref = transformers_module.PerceiverForSequenceClassification.from_pretrained(tmp_path / folder, **kwargs)
+            assert model.dtype == ref.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="disagree"):
         perceiver_io.PerceiverForSequenceClassification.from_pretrained(
             tmp_path / "f32", dtype="float16", torch_dtype="bfloat16"

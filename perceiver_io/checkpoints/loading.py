@@ -16,7 +16,7 @@ from torch import nn
 
 from perceiver_io.checkpoints.hub import HubOptions, resolve_source
 from perceiver_io.checkpoints.transformers_names import name_table, to_transformers_name
-from perceiver_io.config import PerceiverConfig, to_torch_dtype
+from perceiver_io.config import PerceiverConfig, read_config_dict, to_torch_dtype
 from perceiver_io.model import no_init_weights
 
 DEEPMIND_SUFFIXES = (".pickle", ".pystate", ".pkl")
@@ -54,11 +54,11 @@ def load_pretrained(
             f"checkpoint ending in {DEEPMIND_SUFFIXES}"
         )
     folder = resolve_source(source, hub, HUB_PATTERNS)
-    stored = PerceiverConfig.from_json_file(folder / "config.json") if (folder / "config.json").is_file() else None
+    stored = read_config_dict(folder / "config.json") if (folder / "config.json").is_file() else None
     if config is None:
         if stored is None:
             raise FileNotFoundError(f"{folder} has no config.json; pass config= or a complete model folder")
-        config, rest = PerceiverConfig.from_dict(stored.to_dict(), return_unused_kwargs=True, **kwargs)
+        config, rest = PerceiverConfig.from_dict(stored, return_unused_kwargs=True, **kwargs)
         config.name_or_path = str(source)
     elif isinstance(config, PerceiverConfig):
         overrides = sorted(k for k in kwargs if PerceiverConfig.is_config_key(k))
@@ -71,7 +71,7 @@ def load_pretrained(
         raise TypeError(f"config must be a PerceiverConfig or a folder/file path; got {type(config).__name__}")
     with no_init_weights():  # every parameter is loaded or initialised below
         model = cls(config, **_constructor_kwargs(cls, rest))
-    held = (stored.architectures or [None])[0] if stored is not None else None
+    held = ((stored or {}).get("architectures") or [None])[0]
     state = read_weights(folder)
     info = load_transformers_state_dict(
         model,
@@ -328,6 +328,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     config: PerceiverConfig = model.config
     config.architectures = [type(model).__name__]
+    config.dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".safetensors.tmp")
     os.close(fd)
     try:
@@ -349,7 +350,7 @@ def load_model(source: str | os.PathLike, **config_overrides: Any) -> nn.Module:
 
         return load_deepmind(None, path, **config_overrides)
     folder = resolve_source(source, HubOptions(), HUB_PATTERNS)
-    architectures = PerceiverConfig.from_json_file(folder / "config.json").architectures or []
+    architectures = read_config_dict(folder / "config.json").get("architectures") or []
     heads = [a for a in architectures if a in perceiver_io.__all__ and a.startswith("PerceiverFor")]
     if not heads:
         raise ValueError(f"{folder}/config.json names no Perceiver head in 'architectures' ({architectures})")
