@@ -30,7 +30,6 @@ PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_class
 COMMON_KEYS = frozenset(
     {
         "add_cross_attention",
-        "attn_implementation",
         "bad_words_ids",
         "begin_suppress_tokens",
         "bos_token_id",
@@ -41,7 +40,6 @@ COMMON_KEYS = frozenset(
         "early_stopping",
         "encoder_no_repeat_ngram_size",
         "eos_token_id",
-        "experts_implementation",
         "exponential_decay_length_penalty",
         "finetuning_task",
         "forced_bos_token_id",
