@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,13 +46,31 @@ def no_init_weights() -> Iterator[None]:
 
 
 class PerceiverPreTrainedModel(nn.Module):
-    """Shared by every model: weight init, ``from_pretrained`` and ``save_pretrained``."""
+    """Shared by every model: weight init, loading and saving, and the attributes and methods of transformers'
+    ``PreTrainedModel`` that its users and its ``Trainer`` call.
 
+    Input embeddings: for text models (and a ``PerceiverModel`` whose preprocessor embeds bytes)
+    ``get_input_embeddings`` returns the byte embedding (``nn.Embedding``, vocab_size × d_model). transformers'
+    Perceiver returns the latent array instead; the byte table is what its callers (PEFT, embedding resizing,
+    input-gradient hooks) expect of a token embedding. Models without a token embedding (images, flow, video)
+    raise NotImplementedError there, as transformers' base class does for models it cannot handle.
+    """
+
+    config_class = PerceiverConfig
+    base_model_prefix = "perceiver"
+    main_input_name = "inputs"
+    supports_gradient_checkpointing = True
+    # transformers.Trainer reads these: no tensor parallel split, no key left out of saves.
+    is_parallelizable = False
+    _keys_to_ignore_on_save = None
+    _hf_peft_config_loaded = False
     # transformers' prefix for the decoder's inner BasicDecoder (see checkpoints/transformers_names.py).
     hf_decoder_prefix = "perceiver.decoder.decoder."
 
     def __init__(self, config: PerceiverConfig) -> None:
         super().__init__()
+        if not isinstance(config, PerceiverConfig):
+            raise TypeError(f"{type(self).__name__} needs a PerceiverConfig; got {type(config).__name__}")
         self.config = config
 
     @torch.no_grad()
@@ -61,44 +80,229 @@ class PerceiverPreTrainedModel(nn.Module):
         and mask tokens. Skipped inside ``no_init_weights``."""
         if not _INIT_WEIGHTS.get():
             return
-        std = self.config.initializer_range
         for module in self.modules():
-            if isinstance(module, nn.Linear | nn.Conv2d):
-                scale = module.weight[0].numel() ** -0.5
-                nn.init.trunc_normal_(module.weight, std=scale, a=-2 * scale, b=2 * scale)
-                if module.bias is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.Embedding):
-                nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
-            elif isinstance(module, TrainablePositionEncoding):
-                nn.init.trunc_normal_(module.embeddings, std=std, a=-2 * std, b=2 * std)
-            elif isinstance(module, nn.ParameterDict | PerceiverEncoder):
-                for p in module.parameters(recurse=False) if isinstance(module, PerceiverEncoder) else module.values():
-                    nn.init.trunc_normal_(p, std=std, a=-2 * std, b=2 * std)
+            self._init_weights(module)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """``init_weights``' rule for one module's own tensors (transformers' name; the loader re-initialises the
+        modules of tensors a checkpoint lacks or mis-shapes with it)."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            scale = module.weight[0].numel() ** -0.5
+            nn.init.trunc_normal_(module.weight, std=scale, a=-2 * scale, b=2 * scale)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Embedding):
+            nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+        elif isinstance(module, TrainablePositionEncoding):
+            nn.init.trunc_normal_(module.embeddings, std=std, a=-2 * std, b=2 * std)
+        elif isinstance(module, nn.ParameterDict | PerceiverEncoder):
+            for p in module.parameters(recurse=False) if isinstance(module, PerceiverEncoder) else module.values():
+                nn.init.trunc_normal_(p, std=std, a=-2 * std, b=2 * std)
+
+    # ---- transformers' PreTrainedModel attributes ----
 
     @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def base_model(self) -> nn.Module:
+        """The ``PerceiverModel`` inside a head (the model itself for a ``PerceiverModel``)."""
+        return getattr(self, self.base_model_prefix, self)
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the first parameter (models live on one device)."""
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the first floating parameter."""
+        return next(p.dtype for p in self.parameters() if p.is_floating_point())
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Parameter count; ``only_trainable`` counts those with ``requires_grad``; ``exclude_embeddings`` leaves
+        out ``nn.Embedding`` weights (transformers' definition: latents and position tables still count)."""
+        embeddings = {f"{n}.weight" for n, m in self.named_modules() if isinstance(m, nn.Embedding)}
+        return sum(
+            p.numel()
+            for n, p in self.named_parameters()
+            if (p.requires_grad or not only_trainable) and not (exclude_embeddings and n in embeddings)
+        )
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """Perceiver models do not generate (no ``generate()``)."""
+        return False
+
+    def tie_weights(self, missing_keys: set[str] | None = None, recompute_mapping: bool = True) -> None:
+        """Nothing to do: the masked-LM decoder reads the input embedding's weight at every call, so the output
+        embedding is tied by construction (transformers' ``Trainer`` calls this after loading a checkpoint)."""
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The byte embedding (vocab_size × d_model) of a text model; see the class docstring for other models."""
+        embedding = getattr(getattr(self.base_model, "input_preprocessor", None), "embeddings", None)
+        if not isinstance(embedding, nn.Embedding):
+            raise NotImplementedError(f"{type(self).__name__} has no token embedding: its inputs are not token ids")
+        return embedding
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        """Replace the byte embedding (same width d_model; a new vocabulary size also sets ``config.vocab_size``)."""
+        current = self.get_input_embeddings()
+        if not isinstance(value, nn.Embedding) or value.embedding_dim != current.embedding_dim:
+            raise ValueError(
+                f"the input embedding must be an nn.Embedding of width {current.embedding_dim}; got {value}"
+            )
+        decoder = getattr(self, "embedding_decoder", None)
+        if decoder is not None and value.num_embeddings != current.num_embeddings:
+            raise ValueError(
+                f"{type(self).__name__} decodes into its {current.num_embeddings} input embeddings; an embedding of "
+                f"{value.num_embeddings} rows would not fit its output bias"
+            )
+        self.base_model.input_preprocessor.embeddings = value
+        self.config.vocab_size = value.num_embeddings
+
+    # ---- activation (gradient) checkpointing ----
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each encoder layer in the backward pass instead of storing its activations."""
-        self.perceiver.encoder.gradient_checkpointing = enabled
+        self.base_model.encoder.gradient_checkpointing = enabled
+
+    def activation_checkpointing_enable(
+        self,
+        activation_checkpointing_kwargs: dict[str, Any] | None = None,
+        every_n_layers: int = 1,
+        offload: bool = False,
+    ) -> None:
+        """transformers' switch for ``set_gradient_checkpointing(True)`` (transformers' own Perceiver refuses it).
+
+        Every encoder layer is checkpointed with ``torch.utils.checkpoint.checkpoint(use_reentrant=False)``; other
+        settings (kwargs, ``every_n_layers`` > 1, ``offload``) raise rather than being ignored.
+        """
+        kwargs = dict(activation_checkpointing_kwargs or {})
+        if kwargs.pop("use_reentrant", False) or kwargs or every_n_layers != 1 or offload:
+            raise ValueError(
+                "only non-reentrant checkpointing of every layer is supported; got "
+                f"kwargs={activation_checkpointing_kwargs}, every_n_layers={every_n_layers}, offload={offload}"
+            )
+        self.set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_enable(
+        self,
+        gradient_checkpointing_kwargs: dict[str, Any] | None = None,
+        every_n_layers: int = 1,
+        offload: bool = False,
+    ) -> None:
+        """transformers' older name of ``activation_checkpointing_enable``."""
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, every_n_layers, offload)
+
+    def activation_checkpointing_disable(self) -> None:
+        self.set_gradient_checkpointing(False)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.set_gradient_checkpointing(False)
+
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        return bool(self.base_model.encoder.gradient_checkpointing)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.is_activation_checkpointing
+
+    # ---- loading and saving ----
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike, **config_overrides: Any):
-        """Load a transformers folder, a hub id (needs ``huggingface_hub`` and a network) or a DeepMind file.
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        config: PerceiverConfig | str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        ignore_mismatched_sizes: bool = False,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        subfolder: str = "",
+        dtype: torch.dtype | str | None = None,
+        torch_dtype: torch.dtype | str | None = None,
+        device_map: str | int | torch.device | dict[str, Any] | None = None,
+        device: str | int | torch.device | None = None,
+        output_loading_info: bool = False,
+        **kwargs: Any,
+    ):
+        """Load a model folder (transformers' layout), a hub id (``owner/name``) or a DeepMind file
+        (``.pickle``/``.pystate``), in eval mode — transformers' keywords:
 
-        ``config_overrides`` replace fields of the stored configuration (e.g. ``hidden_act``).
+        config: a ``PerceiverConfig`` (or a folder/file holding one) to use instead of the stored one.
+        kwargs: config overrides (``num_labels=3``, ``id2label=…``, any config key); for ``PerceiverModel`` also
+          its constructor's arguments (``input_preprocessor=``, ``decoder=``, ``output_postprocessor=``). Any
+          other keyword raises TypeError.
+        ignore_mismatched_sizes: initialise tensors whose checkpoint shape differs afresh (warning listing them);
+          without it such a tensor raises ValueError naming it.
+        dtype / torch_dtype: torch dtype, its name (``"bfloat16"``) or ``"auto"`` (the default: the config's
+          ``dtype``, else the checkpoint's).
+        device_map / device: one device (``"cpu"``, ``"cuda:0"``, 0, ``torch.device``, ``{"": "cpu"}``, or
+          ``"auto"``: the first GPU if any, else the CPU); a map over several devices raises.
+        output_loading_info: also return ``{"missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"}``.
+        cache_dir, force_download, local_files_only, token, revision: handed to ``huggingface_hub`` for hub ids
+          (``HF_HUB_OFFLINE=1`` loads from its cache); they raise for a local path. subfolder: a folder inside the
+          repository or local folder.
+
+        Loading a checkpoint of the same class is exact: a missing or unexpected tensor raises. A checkpoint of
+        another class (e.g. ``PerceiverForSequenceClassification.from_pretrained("deepmind/language-perceiver")``,
+        or a head's checkpoint into ``PerceiverModel``) loads the shared tensors, initialises the rest and drops
+        the unused ones, with a warning listing both.
         """
-        from perceiver_io.checkpoints.loading import load_pretrained
+        from perceiver_io.checkpoints.hub import HubOptions
+        from perceiver_io.checkpoints.loading import load_pretrained, one_device
 
-        return load_pretrained(cls, source, **config_overrides)
+        if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass dtype only")
+        return load_pretrained(
+            cls,
+            pretrained_model_name_or_path,
+            config=config,
+            hub=HubOptions(cache_dir, force_download, local_files_only, token, revision, subfolder),
+            ignore_mismatched_sizes=ignore_mismatched_sizes,
+            dtype=dtype if dtype is not None else torch_dtype,
+            device=one_device(device_map, device),
+            output_loading_info=output_loading_info,
+            **kwargs,
+        )
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write ``config.json`` + ``model.safetensors`` in transformers' layout (atomically)."""
         from perceiver_io.checkpoints.loading import save_pretrained
 
         save_pretrained(self, directory)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str = "Upload model",
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+    ) -> Any:
+        """``save_pretrained`` into a temporary folder, then upload it to hub repository ``repo_id`` (created if
+        needed); returns huggingface_hub's commit info. Needs ``pip install perceiver_io[hub]`` and a token."""
+        try:
+            from huggingface_hub import HfApi
+        except ImportError:
+            raise ImportError("push_to_hub needs `pip install perceiver_io[hub]`") from None
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder)
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                commit_message=commit_message,
+                revision=revision,
+                create_pr=create_pr,
+            )
 
 
 class PerceiverModel(PerceiverPreTrainedModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,9 +102,32 @@ RELEASED: dict[str, ReleasedModel] = {
 }
 
 
-def released_config(name: str) -> PerceiverConfig:
-    """Configuration of a released model by name (``"vision-perceiver-fourier"``) or hub id."""
+def released_config(name: str, **overrides: Any) -> PerceiverConfig:
+    """Configuration of a released model by name (``"vision-perceiver-fourier"``) or hub id, with ``overrides``.
+
+    Widths the released model ties to other fields follow an override of those fields, so a resized model builds:
+    the language model's ``v_channels`` is ``d_latents`` and its ``qk_channels`` is ``d_latents / 5`` (256 of
+    1280) rounded to a multiple of both head counts; the multimodal model decodes ``output_shape = (1,
+    num_frames, 4·image_size, 4·image_size)`` (its video patches are 4×4 pixels). A new label count
+    (``num_labels``, ``id2label`` or ``label2id``) replaces the released label set. Explicit overrides win.
+    """
     key = name.removeprefix("deepmind/")
     if key not in RELEASED:
         raise ValueError(f"unknown released model {name!r}; expected one of {sorted(RELEASED)}")
-    return PerceiverConfig(**RELEASED[key].config, extra={"architectures": [RELEASED[key].head]})
+    values = {**RELEASED[key].config, "architectures": [RELEASED[key].head]}
+    if {"num_labels", "id2label", "label2id"} & set(overrides):
+        values.pop("id2label", None)
+    values.update(overrides)
+    if key == "language-perceiver" and {"d_latents", "num_self_attention_heads", "num_cross_attention_heads"} & set(
+        overrides
+    ):
+        heads = math.lcm(values.get("num_self_attention_heads", 8), values.get("num_cross_attention_heads", 8))
+        if "v_channels" not in overrides:
+            values["v_channels"] = values.get("d_latents", 1280)
+        if "qk_channels" not in overrides:
+            values["qk_channels"] = max(1, round(values.get("d_latents", 1280) / 5 / heads)) * heads
+    if key == "multimodal-perceiver" and {"num_frames", "image_size"} & set(overrides):
+        if "output_shape" not in overrides:
+            size = 4 * values["image_size"]
+            values["output_shape"] = (1, values["num_frames"], size, size)
+    return PerceiverConfig(**values)

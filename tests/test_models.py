@@ -190,5 +190,5 @@ def test_released_parameter_counts():
     for name, (head, count) in expected.items():
         with torch.device("meta"):
             model = getattr(perceiver_io, head)(PerceiverConfig.released(name))
-        assert model.num_parameters == count, name
+        assert model.num_parameters() == count, name
     assert math.prod(PerceiverConfig.released("multimodal-perceiver").output_shape[1:]) == 16 * 224 * 224

@@ -27,9 +27,7 @@ pytestmark = pytest.mark.slow
     ],
 )
 def test_released_size_matches_transformers(name, make_inputs, transformers_module, tmp_path):
-    ours = getattr(perceiver_io, PerceiverConfig.released(name).extra["architectures"][0])(
-        PerceiverConfig.released(name)
-    )
+    ours = getattr(perceiver_io, PerceiverConfig.released(name).architectures[0])(PerceiverConfig.released(name))
     ours.eval().save_pretrained(tmp_path)
     ref = getattr(transformers_module, type(ours).__name__).from_pretrained(tmp_path).eval()
     inputs = make_inputs(torch.Generator().manual_seed(0))

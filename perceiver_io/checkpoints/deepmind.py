@@ -171,8 +171,7 @@ def deepmind_config(name: str, **overrides: Any) -> PerceiverConfig:
     cfg = PerceiverConfig.released(name).with_deepmind_numerics()
     if name == "vision-perceiver-learned":
         cfg.decoder_query_residual = False
-    data = {**cfg.to_dict(), **overrides}
-    return PerceiverConfig.from_dict(data)
+    return PerceiverConfig.from_dict(cfg.to_dict(), **overrides)
 
 
 def load_deepmind(cls: type | None, path: str | os.PathLike, **config_overrides: Any) -> nn.Module:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import os
 import tempfile
@@ -12,35 +14,178 @@ from typing import Any
 import torch
 from torch import nn
 
-from perceiver_io.checkpoints.transformers_names import name_table
-from perceiver_io.config import PerceiverConfig
+from perceiver_io.checkpoints.hub import HubOptions, resolve_source
+from perceiver_io.checkpoints.transformers_names import name_table, to_transformers_name
+from perceiver_io.config import PerceiverConfig, read_config_dict, to_torch_dtype
 from perceiver_io.model import no_init_weights
 
 DEEPMIND_SUFFIXES = (".pickle", ".pystate", ".pkl")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model.bin"]
+# transformers' prefix of the base model inside every head (``base_model_prefix``).
+BASE_PREFIX = "perceiver."
 
 
-def load_pretrained(cls: type, source: str | os.PathLike, **config_overrides: Any) -> nn.Module:
+def load_pretrained(
+    cls: type,
+    source: str | os.PathLike,
+    *,
+    config: PerceiverConfig | str | os.PathLike | None = None,
+    hub: HubOptions | None = None,
+    ignore_mismatched_sizes: bool = False,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | None = None,
+    output_loading_info: bool = False,
+    **kwargs: Any,
+) -> nn.Module | tuple[nn.Module, dict[str, Any]]:
+    """``cls.from_pretrained``: see ``PerceiverPreTrainedModel.from_pretrained`` for the keywords.
+
+    ``kwargs`` are config overrides, then (for ``PerceiverModel``) constructor arguments; any other raises.
+    """
+    hub = hub if hub is not None else HubOptions()
     path = Path(source)
     if path.is_file() and path.suffix in DEEPMIND_SUFFIXES:
-        from perceiver_io.checkpoints.deepmind import load_deepmind
-
-        return load_deepmind(cls, path, **config_overrides)
+        return _load_deepmind_file(
+            cls, path, config, hub, ignore_mismatched_sizes, dtype, device, output_loading_info, kwargs
+        )
     if path.is_file():
         raise ValueError(
             f"{path} is a file; expected a model folder (config.json + weights) or a DeepMind "
             f"checkpoint ending in {DEEPMIND_SUFFIXES}"
         )
-    if not path.is_dir():
-        path = _download(str(source))
-    config = PerceiverConfig.load(path, **config_overrides)
-    architectures = config.extra.get("architectures") or []
-    if architectures and cls.__name__ not in architectures and cls.__name__ != "PerceiverModel":
-        raise ValueError(f"{path} holds a {architectures[0]}; it cannot be loaded as {cls.__name__}")
-    with no_init_weights():  # every parameter is loaded below, and a missing one raises
-        model = cls(config)
-    load_transformers_state_dict(model, read_weights(path))
+    folder = resolve_source(source, hub, HUB_PATTERNS)
+    stored = read_config_dict(folder / "config.json") if (folder / "config.json").is_file() else None
+    if config is None:
+        if stored is None:
+            raise FileNotFoundError(f"{folder} has no config.json; pass config= or a complete model folder")
+        config, rest = PerceiverConfig.from_dict(stored, return_unused_kwargs=True, **kwargs)
+        config.name_or_path = str(source)
+    elif isinstance(config, PerceiverConfig):
+        overrides = sorted(k for k in kwargs if PerceiverConfig.is_config_key(k))
+        if overrides:
+            raise TypeError(f"config keys {overrides} were passed along with config=; set them on that config")
+        config, rest = copy.deepcopy(config), kwargs
+    elif isinstance(config, str | os.PathLike):
+        config, rest = PerceiverConfig.from_pretrained(config, return_unused_kwargs=True, **kwargs)
+    else:
+        raise TypeError(f"config must be a PerceiverConfig or a folder/file path; got {type(config).__name__}")
+    with no_init_weights():  # every parameter is loaded or initialised below
+        model = cls(config, **_constructor_kwargs(cls, rest))
+    held = ((stored or {}).get("architectures") or [None])[0]
+    state = read_weights(folder)
+    info = load_transformers_state_dict(
+        model,
+        state,
+        ignore_mismatched_sizes=ignore_mismatched_sizes,
+        strict=held in (None, cls.__name__),
+        held=held,
+    )
+    model = _place(model, _resolve_dtype(dtype, config, state), device)
+    return (model, info) if output_loading_info else model
+
+
+def _load_deepmind_file(
+    cls: type,
+    path: Path,
+    config: Any,
+    hub: HubOptions,
+    ignore_mismatched_sizes: bool,
+    dtype: torch.dtype | str | None,
+    device: torch.device | None,
+    output_loading_info: bool,
+    kwargs: dict[str, Any],
+) -> nn.Module | tuple[nn.Module, dict[str, Any]]:
+    """A DeepMind file fixes the architecture and holds every weight: keywords that choose either raise."""
+    from perceiver_io.checkpoints.deepmind import load_deepmind
+
+    hub.check_local(path)
+    inapplicable = [
+        name
+        for name, given in (
+            ("config", config is not None),
+            ("ignore_mismatched_sizes", ignore_mismatched_sizes),
+            ("subfolder", bool(hub.subfolder)),
+        )
+        if given
+    ]
+    inapplicable += sorted(k for k in kwargs if not PerceiverConfig.is_config_key(k))
+    if inapplicable:
+        raise TypeError(f"{inapplicable} do not apply to DeepMind checkpoint {path.name} (its file fixes the model)")
+    model = load_deepmind(cls, path, **kwargs)
+    model = _place(model, torch.float32 if dtype == "auto" else dtype, device)  # DeepMind's arrays are float32
+    info = {"missing_keys": set(), "unexpected_keys": set(), "mismatched_keys": set(), "error_msgs": []}
+    return (model, info) if output_loading_info else model
+
+
+def _constructor_kwargs(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keywords ``cls(config, ...)`` takes besides ``config`` (e.g. PerceiverModel's ``decoder``); any other
+    keyword raises TypeError naming it, as transformers' ``from_pretrained`` does through the constructor."""
+    params = inspect.signature(cls.__init__).parameters
+    accepted = {n for n, p in params.items() if n not in ("self", "config") and p.kind is not p.VAR_KEYWORD}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise TypeError(
+            f"{cls.__name__}.from_pretrained() got unexpected keyword argument(s) {unknown}: they are neither "
+            f"loading options, PerceiverConfig keys nor {cls.__name__} constructor arguments"
+            + (f" ({sorted(accepted)})" if accepted else "")
+        )
+    return kwargs
+
+
+def _resolve_dtype(
+    dtype: torch.dtype | str | None, config: PerceiverConfig, state: dict[str, torch.Tensor]
+) -> torch.dtype:
+    """transformers' rule: None or "auto" → the config's dtype, else the checkpoint's first floating dtype."""
+    if dtype is None or dtype == "auto":
+        if config.dtype is not None:
+            return config.dtype
+        floating = [t.dtype for t in state.values() if t.is_floating_point()]
+        return floating[0] if floating else torch.get_default_dtype()
+    return to_torch_dtype(dtype, "dtype")
+
+
+def _place(model: nn.Module, dtype: torch.dtype | str | None, device: torch.device | None) -> nn.Module:
+    """Cast and move the loaded model; the config records the dtype, as transformers' does."""
+    if dtype is not None:
+        dtype = to_torch_dtype(dtype, "dtype")
+        model.to(dtype=dtype)
+        model.config.dtype = dtype
+    if device is not None:
+        model.to(device=device)
     return model.eval()
+
+
+def one_device(device_map: Any, device: Any) -> torch.device | None:
+    """The single device that ``device_map`` / ``device`` name (transformers' spellings: "cpu", "cuda:1", 0,
+    torch.device, {"": "cpu"}, "auto" = the first CUDA device if there is one, else the CPU). A map spreading the
+    model over several devices raises: our models load on one."""
+    if device_map is not None and device is not None:
+        raise ValueError("pass device_map or device, not both")
+    where = device if device is not None else device_map
+    if where is None:
+        return None
+    if isinstance(where, dict):
+        places = {str(_as_device(v)) for v in where.values()}
+        if len(places) != 1:
+            raise ValueError(f"device_map={where!r} spreads the model over {sorted(places)}; we load on one device")
+        return _as_device(next(iter(where.values())))
+    if where == "auto":
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    if where in ("balanced", "balanced_low_0", "sequential"):
+        raise ValueError(f"device_map={where!r} spreads a model over devices; pass one device (e.g. 'cpu' or 0)")
+    return _as_device(where)
+
+
+def _as_device(value: Any) -> torch.device:
+    if isinstance(value, bool) or not isinstance(value, str | int | torch.device):
+        raise TypeError(f"a device must be a name, an index or a torch.device; got {value!r}")
+    try:
+        device = torch.device("cuda", value) if isinstance(value, int) else torch.device(value)
+    except RuntimeError as err:
+        raise ValueError(f"{value!r} is not a device: {err}") from None
+    if device.type in ("meta", "disk"):
+        raise ValueError(f"cannot load weights onto the {device.type!r} device")
+    return device
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -61,38 +206,118 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{folder} has no weights: expected one of {WEIGHT_FILES}")
 
 
-def load_transformers_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a state dict spelled with transformers' names; raise listing every missing/unexpected/mis-shaped key."""
-    table = name_table(model)
+def hf_name_table(model: nn.Module) -> dict[str, str]:
+    """{our key: transformers' key} for ``model``; a bare ``PerceiverModel`` is named as transformers names its
+    base model, i.e. a head's keys without the ``perceiver.`` prefix."""
+    if getattr(model, "perceiver", None) is not model:
+        return name_table(model)
+    prefix = model.hf_decoder_prefix
+    table = {k: to_transformers_name(BASE_PREFIX + k, prefix).removeprefix(BASE_PREFIX) for k in model.state_dict()}
+    if len(set(table.values())) != len(table):
+        raise AssertionError("the transformers name table maps two parameters to one name")
+    return table
+
+
+def load_transformers_state_dict(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    *,
+    ignore_mismatched_sizes: bool = False,
+    strict: bool = True,
+    held: str | None = None,
+) -> dict[str, Any]:
+    """Load a state dict spelled with transformers' names; return transformers' loading info
+    ``{"missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"}``.
+
+    A head's checkpoint loads into a bare ``PerceiverModel`` and back (the ``perceiver.`` prefix is dropped or
+    added, as transformers does). ``strict`` (a checkpoint of this very class): a missing or unexpected key raises.
+    Otherwise (``held`` names another class, e.g. a masked-LM checkpoint fine-tuned as a sequence classifier) the
+    shared weights load, missing tensors get ``init_weights``' values and unexpected ones are dropped, with a
+    warning listing both. A tensor whose shape differs raises, or with ``ignore_mismatched_sizes`` is initialised
+    afresh (with a warning listing it).
+    """
+    table = hf_name_table(model)
     ours = model.state_dict()
     by_hf = {hf: k for k, hf in table.items()}
-    missing = [hf for hf in by_hf if hf not in state and not hf.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in by_hf]
-    misshaped = [
-        f"{hf}: checkpoint {tuple(state[hf].shape)} vs model {tuple(ours[k].shape)}"
+    state, file_names = _match_prefix(state, by_hf)
+    missing = sorted(hf for hf in by_hf if hf not in state and not hf.endswith("num_batches_tracked"))
+    unexpected = sorted(file_names[k] for k in state if k not in by_hf)
+    mismatched = sorted(
+        (hf, tuple(state[hf].shape), tuple(ours[k].shape))
         for hf, k in by_hf.items()
         if hf in state and state[hf].shape != ours[k].shape
-    ]
-    if missing or unexpected or misshaped:
-        parts = []
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-            if items:
-                shown = "\n  ".join(items[:20]) + (f"\n  … and {len(items) - 20} more" if len(items) > 20 else "")
-                parts.append(f"{len(items)} {title} key(s):\n  {shown}")
-        raise ValueError(f"checkpoint does not fit {type(model).__name__} with this config:\n" + "\n".join(parts))
-    cast = sorted({str(state[hf].dtype) for hf in by_hf if hf in state and state[hf].dtype != ours[by_hf[hf]].dtype})
-    if cast:
-        warnings.warn(f"checkpoint tensors of dtype {cast} were cast to the model's dtype", stacklevel=3)
-    converted = {k: state[hf] for hf, k in by_hf.items() if hf in state}
-    for k, v in ours.items():
-        converted.setdefault(k, v)  # num_batches_tracked, if the file lacks it
+    )
+    name = type(model).__name__
+    which = f"the checkpoint holds a {held}, loaded as {name}" if held not in (None, name) else f"loading {name}"
+    problems = []
+    if strict:
+        problems += [_listing("missing", missing), _listing("unexpected", unexpected)]
+    if not ignore_mismatched_sizes:
+        problems.append(_listing("mis-shaped", [f"{k}: checkpoint {a} vs model {b}" for k, a, b in mismatched]))
+    problems = [p for p in problems if p]
+    if problems:
+        hint = "\npass ignore_mismatched_sizes=True to initialise the mis-shaped tensors afresh" if mismatched else ""
+        raise ValueError(f"{which}: the checkpoint does not fit this config:\n" + "\n".join(problems) + hint)
+    fresh = set(missing) | {k for k, _, _ in mismatched}
+    _init_owners(model, [by_hf[hf] for hf in fresh])
+    converted = {k: state[hf] for hf, k in by_hf.items() if hf in state and hf not in fresh}
+    current = model.state_dict()
+    for k, v in current.items():
+        converted.setdefault(k, v)  # freshly initialised, or num_batches_tracked if the file lacks it
     model.load_state_dict(converted, strict=True)
+    notes = [
+        _listing("newly initialised (train them before use)", sorted(set(missing))),
+        _listing("unused checkpoint", unexpected),
+        _listing(
+            "mis-shaped and initialised afresh (ignore_mismatched_sizes=True)",
+            [f"{k}: checkpoint {a} vs model {b}" for k, a, b in mismatched],
+        ),
+    ]
+    notes = [n for n in notes if n]
+    if notes:
+        warnings.warn(f"{which}:\n" + "\n".join(notes), UserWarning, stacklevel=4)
+    return {
+        "missing_keys": set(missing),
+        "unexpected_keys": set(unexpected),
+        "mismatched_keys": set(mismatched),
+        "error_msgs": [],
+    }
+
+
+def _match_prefix(
+    state: dict[str, torch.Tensor], model_keys: dict[str, str]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Drop (bare model, head checkpoint) or add (head, bare checkpoint) transformers' ``perceiver.`` prefix;
+    returns the renamed state and {new name: name in the file} (reports use the file's names, as transformers')."""
+    model_prefixed = any(k.startswith(BASE_PREFIX) for k in model_keys)
+    state_prefixed = any(k.startswith(BASE_PREFIX) for k in state)
+    if state_prefixed and not model_prefixed:
+        names = {k.removeprefix(BASE_PREFIX) if k.startswith(BASE_PREFIX) else k: k for k in state}
+    elif model_prefixed and not state_prefixed:
+        names = {BASE_PREFIX + k: k for k in state}
+    else:
+        names = {k: k for k in state}
+    return {new: state[old] for new, old in names.items()}, names
+
+
+def _init_owners(model: nn.Module, keys: list[str]) -> None:
+    """Apply ``init_weights``' rule to the modules that own ``keys`` (the loader then restores the loaded ones)."""
+    modules = dict(model.named_modules())
+    for owner in sorted({k.rpartition(".")[0] for k in keys}):
+        model._init_weights(modules[owner])
+
+
+def _listing(title: str, items: list[str]) -> str:
+    if not items:
+        return ""
+    shown = "\n  ".join(items[:20]) + (f"\n  … and {len(items) - 20} more" if len(items) > 20 else "")
+    return f"{len(items)} {title} key(s):\n  {shown}"
 
 
 def transformers_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Our state dict, renamed to transformers' keys."""
     state = model.state_dict()
-    return {hf: state[k].detach().contiguous() for k, hf in name_table(model).items()}
+    return {hf: state[k].detach().contiguous() for k, hf in hf_name_table(model).items()}
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
@@ -102,7 +327,8 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config: PerceiverConfig = model.config
-    config.extra["architectures"] = [type(model).__name__]
+    config.architectures = [type(model).__name__]
+    config.dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".safetensors.tmp")
     os.close(fd)
     try:
@@ -114,23 +340,6 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
     config.save(directory)
 
 
-def _download(repo_id: str) -> Path:
-    if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
-        raise FileNotFoundError(f"{repo_id!r} is neither a model folder, a DeepMind file nor a hub id (owner/name)")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise ImportError(f"loading {repo_id!r} from the hub needs `pip install perceiver_io[hub]`") from None
-    try:
-        folder = snapshot_download(repo_id, allow_patterns=["config.json", "*.safetensors", "*.json", "*.bin"])
-    except Exception as err:  # the hub client raises many types (offline, 404, auth); all mean "cannot fetch"
-        raise OSError(
-            f"could not fetch {repo_id!r} from the Hugging Face hub ({type(err).__name__}: {err}). Check the "
-            "network (or HF_HUB_OFFLINE) or pass a local folder or DeepMind checkpoint file instead."
-        ) from None
-    return Path(folder)
-
-
 def load_model(source: str | os.PathLike, **config_overrides: Any) -> nn.Module:
     """Load any Perceiver checkpoint, choosing the head class the checkpoint was saved from."""
     import perceiver_io
@@ -140,8 +349,8 @@ def load_model(source: str | os.PathLike, **config_overrides: Any) -> nn.Module:
         from perceiver_io.checkpoints.deepmind import load_deepmind
 
         return load_deepmind(None, path, **config_overrides)
-    folder = path if path.is_dir() else _download(str(source))
-    architectures = PerceiverConfig.load(folder).extra.get("architectures") or []
+    folder = resolve_source(source, HubOptions(), HUB_PATTERNS)
+    architectures = read_config_dict(folder / "config.json").get("architectures") or []
     heads = [a for a in architectures if a in perceiver_io.__all__ and a.startswith("PerceiverFor")]
     if not heads:
         raise ValueError(f"{folder}/config.json names no Perceiver head in 'architectures' ({architectures})")
