@@ -64,8 +64,6 @@ class PerceiverPreTrainedModel(nn.Module):
     is_parallelizable = False
     _keys_to_ignore_on_save = None
     _hf_peft_config_loaded = False
-    # transformers' prefix for the decoder's inner BasicDecoder (see checkpoints/transformers_names.py).
-    hf_decoder_prefix = "perceiver.decoder.decoder."
 
     def __init__(self, config: PerceiverConfig) -> None:
         super().__init__()

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from perceiver_io.checkpoints.hub import HubOptions, resolve_source
-from perceiver_io.checkpoints.transformers_names import name_table, to_transformers_name
+from perceiver_io.checkpoints.transformers_names import name_table
 from perceiver_io.config import PerceiverConfig, read_config_dict, to_torch_dtype
 from perceiver_io.model import no_init_weights
 
@@ -206,18 +206,6 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{folder} has no weights: expected one of {WEIGHT_FILES}")
 
 
-def hf_name_table(model: nn.Module) -> dict[str, str]:
-    """{our key: transformers' key} for ``model``; a bare ``PerceiverModel`` is named as transformers names its
-    base model, i.e. a head's keys without the ``perceiver.`` prefix."""
-    if getattr(model, "perceiver", None) is not model:
-        return name_table(model)
-    prefix = model.hf_decoder_prefix
-    table = {k: to_transformers_name(BASE_PREFIX + k, prefix).removeprefix(BASE_PREFIX) for k in model.state_dict()}
-    if len(set(table.values())) != len(table):
-        raise AssertionError("the transformers name table maps two parameters to one name")
-    return table
-
-
 def load_transformers_state_dict(
     model: nn.Module,
     state: dict[str, torch.Tensor],
@@ -236,7 +224,7 @@ def load_transformers_state_dict(
     warning listing both. A tensor whose shape differs raises, or with ``ignore_mismatched_sizes`` is initialised
     afresh (with a warning listing it).
     """
-    table = hf_name_table(model)
+    table = name_table(model)
     ours = model.state_dict()
     by_hf = {hf: k for k, hf in table.items()}
     state, file_names = _match_prefix(state, by_hf)
@@ -317,7 +305,7 @@ def _listing(title: str, items: list[str]) -> str:
 def transformers_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Our state dict, renamed to transformers' keys."""
     state = model.state_dict()
-    return {hf: state[k].detach().contiguous() for k, hf in hf_name_table(model).items()}
+    return {hf: state[k].detach().contiguous() for k, hf in name_table(model).items()}
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
