@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from perceiver_io.checkpoints.files import staged_files
 from perceiver_io.checkpoints.transformers_names import name_table
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.model import no_init_weights
@@ -96,22 +96,24 @@ def transformers_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
-    """config.json + model.safetensors that transformers' ``from_pretrained`` loads; each file written atomically."""
+    """config.json + model.safetensors that transformers' ``from_pretrained`` loads.
+
+    Both files are written in full to hidden temporary files first and then renamed over the old ones, so a
+    process killed while saving leaves the previous model loadable; they get the user's umask (0644 under
+    0022), like any file the user writes.
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config: PerceiverConfig = model.config
     config.extra["architectures"] = [type(model).__name__]
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".safetensors.tmp")
-    os.close(fd)
-    try:
-        save_file(transformers_state_dict(model), tmp, metadata={"format": "pt"})
-        os.replace(tmp, directory / "model.safetensors")
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    config.save(directory)
+    # The weights are renamed into place first: a config naming weights that are not there yet would be a
+    # folder that looks like a model but is not one.
+    with staged_files([directory / "model.safetensors", directory / "config.json"]) as (weights, config_file):
+        save_file(transformers_state_dict(model), weights, metadata={"format": "pt"})
+        # The same text as PerceiverConfig.save writes.
+        config_file.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _download(repo_id: str) -> Path:
