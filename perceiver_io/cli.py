@@ -39,7 +39,8 @@ SIDE_FILES = ("preprocessor_config.json", "tokenizer_config.json", "special_toke
 # A Hugging Face hub id: owner/name, each starting with a letter or digit.
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 # Endings that mark a file name rather than a hub id.
-FILE_SUFFIXES = (".pickle", ".pystate", ".pkl", ".safetensors", ".bin", ".pt", ".pth", ".json")
+DEEPMIND_SUFFIXES = (".pickle", ".pystate", ".pkl")
+FILE_SUFFIXES = (*DEEPMIND_SUFFIXES, ".safetensors", ".bin", ".pt", ".pth", ".json")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -88,7 +89,13 @@ def check_model_source(source: str) -> None:
     ``runs/modle`` is shaped like a hub id, but when ``runs`` is a folder here it is a mistyped path, and the
     user hears "no such file or folder" rather than a network error.
     """
-    if Path(source).exists():
+    path = Path(source)
+    if path.is_file() and path.suffix not in DEEPMIND_SUFFIXES:
+        raise ValueError(
+            f"{source} is a file; expected a model folder (config.json + weights) or a DeepMind checkpoint "
+            f"({', '.join(DEEPMIND_SUFFIXES)})"
+        )
+    if path.exists():
         return
     owner = source.split("/", 1)[0]
     if not HUB_ID.fullmatch(source) or source.lower().endswith(FILE_SUFFIXES):
@@ -132,8 +139,16 @@ def _output_prefix(output: str) -> Path:
     prefix = Path(output)
     if prefix.suffix in (".flo", ".png"):
         prefix = prefix.with_suffix("")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(prefix.parent)
     return prefix
+
+
+def _make_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parents) unless it exists; a file in the way is named."""
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            raise ValueError(f"{part} is a file, so the output folder {folder} cannot be made")
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 def _save_png(path: Path, image: np.ndarray) -> None:
@@ -388,9 +403,13 @@ def run_flow(args: argparse.Namespace) -> None:
     if gt is not None and not known_flow(gt).any():
         raise ValueError(f"--gt {args.gt}: no pixel has ground truth (all NaN, inf or |value| > 1e9)")
     model = _load(args.model, FLOW_HEADS, "flow")
+    tile = tuple(int(t) for t in model.config.train_size)
+    if args.overlap is not None and args.overlap >= min(tile):
+        raise ValueError(f"--overlap {args.overlap} must be less than {min(tile)}, the shorter side of the model's "
+                         f"{tile[0]}x{tile[1]} tiles")  # fmt: skip
+    prefix = _output_prefix(args.output)  # before the work: an output folder that cannot be made fails now
     flow = optical_flow(model, frame1, frame2, min_overlap=args.overlap, progress=True)
 
-    prefix = _output_prefix(args.output)
     written = [prefix.with_suffix(".flo"), prefix.with_suffix(".png")]
     write_flo(written[0], flow)
     _save_png(written[1], flow_to_color_with_legend(flow, args.max_flow))
@@ -476,6 +495,8 @@ def run_autoencode(args: argparse.Namespace) -> None:
     except NoAudioTrackError:
         raise ValueError(f"{args.video} has no audio track; pass --no-audio to use silence") from None
     count = len(clips.video)
+    out = Path(args.output)
+    _make_folder(out)  # before the work: a folder that cannot be made fails now
     inputs = clips.video.astype(np.float32) / 255
     results = []
     for n in range(count):
@@ -485,8 +506,6 @@ def run_autoencode(args: argparse.Namespace) -> None:
     frames_in = inputs.reshape(-1, *inputs.shape[2:])
     frames_out = np.concatenate([r.video for r in results])
     audio_out = np.concatenate([r.audio for r in results])
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     write_gif(out / "reconstruction.gif", frames_out, clips.fps)
     write_wav(out / "reconstruction.wav", audio_out, clips.sample_rate)
     _save_png(out / "strip.png", reconstruction_strip(frames_in, frames_out))
@@ -656,6 +675,13 @@ def one_line(message: str) -> str:
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
+def describe_error(err: BaseException) -> str:
+    """``err`` as one line; an operating-system error as ``FILE: reason`` rather than ``[Errno 2] …``."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.filename}: {err.strerror[0].lower()}{err.strerror[1:]}"
+    return one_line(str(err))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``perceiver`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -664,7 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         if args.traceback:
             raise
-        print(f"perceiver {args.command}: error: {one_line(str(err))}", file=sys.stderr)
+        print(f"perceiver {args.command}: error: {describe_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

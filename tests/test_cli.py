@@ -322,6 +322,13 @@ def test_a_mistyped_model_folder_is_no_such_folder_not_a_hub_id(capsys, models, 
             assert code == 2 and err.splitlines() == [f"perceiver {argv[0]}: error: {words}"], err
 
 
+def test_a_model_file_that_is_not_a_checkpoint_is_named(capsys, models, photos):
+    for argv in (["info", f"{models['flow']}/config.json"], ["classify", "-m", photos / "chelsea.png", photos]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and len(err.splitlines()) == 1
+        assert "is a file; expected a model folder (config.json + weights) or a DeepMind checkpoint" in err
+
+
 def test_a_hub_error_is_one_line(capsys, photos, monkeypatch):
     """Offline (the suite sets HF_HUB_OFFLINE), an owner/name id gets the hub's error, on one line."""
     pytest.importorskip("huggingface_hub")
@@ -436,6 +443,13 @@ def test_flow_errors(capsys, models, tmp_path):
         capsys, [*flow, tmp_path / "a.png", "-o", tmp_path / "o", "--gt", tmp_path / "gt.flo"], "--gt flow is 5x5"
     )
     assert_user_error(capsys, [*flow, tmp_path / "z.png", "-o", tmp_path / "o"], "z.png: no such file")
+    assert_user_error(
+        capsys, [*flow, tmp_path / "a.png", "-o", tmp_path / "o", "--overlap", "8"],
+        "--overlap 8 must be less than 8, the shorter side of the model's 8x12 tiles",
+    )  # fmt: skip
+    (tmp_path / "file").write_text("")
+    argv = [*flow, tmp_path / "a.png", "-o", tmp_path / "file" / "o"]
+    assert_user_error(capsys, argv, f"{tmp_path / 'file'} is a file, so the output folder")
     assert_user_error(
         capsys, ["flow", "-m", models["mlm"], tmp_path / "a.png", tmp_path / "a.png", "-o", tmp_path / "o"],
         "flow needs a PerceiverForOpticalFlow",

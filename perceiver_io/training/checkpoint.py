@@ -80,8 +80,8 @@ def save_training_state(
         "extra": extra or {},
         "rng": _rng_state(),
     }
-    with staged_file(path) as tmp:
-        torch.save(payload, tmp)
+    with staged_file(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def load_training_state(
