@@ -132,6 +132,8 @@ def _read_labels(path: str | None) -> list[str] | None:
         return Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise ValueError(f"{path}: no such labels file") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: a labels file must be UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 def _output_prefix(output: str) -> Path:

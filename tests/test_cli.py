@@ -244,6 +244,11 @@ def test_classify_errors(capsys, models, photos, tmp_path):
         capsys, ["classify", "-m", models["classifier"], photos, "--labels", tmp_path / "labels.txt"],
         "labels.txt: no such labels file",
     )  # fmt: skip
+    (tmp_path / "labels.bin").write_bytes(b"cat\n\xff\xfe\n")
+    assert_user_error(
+        capsys, ["classify", "-m", models["classifier"], photos, "--labels", tmp_path / "labels.bin"],
+        "labels.bin: a labels file must be UTF-8 text (invalid start byte at byte 4)",
+    )  # fmt: skip
 
 
 def test_classify_a_folder_with_unreadable_files_goes_on(capsys, models, photos, tmp_path):
