@@ -3,8 +3,9 @@
 Each subcommand is two functions, ``<name>_arguments(parser)`` declaring its options and ``run_<name>(args)``
 doing the work and returning None or an exit status (its docstring is the subcommand's ``--help`` text),
 registered by one line in ``COMMANDS``.
-Errors a user can fix (bad files, wrong model, missing extra) end with exit code 2 and a one-line message;
-``--traceback`` shows the full traceback instead.
+Errors a user can fix (bad files, wrong model, bad arguments, missing extra) end with exit status 2 and one
+line on stderr; ``--traceback`` shows the full traceback instead. A folder run that could not read some of its
+files reports each on stderr, goes on with the rest and ends with exit status 1.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import shutil
+import re
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,12 +27,50 @@ from perceiver_io.released import RELEASED
 from perceiver_io.tasks.common import IMAGE_CLASSIFIERS, require_head
 
 USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
+# Exit status of a run that finished but could not read some of its inputs (each reported on stderr).
+SOME_INPUTS_FAILED = 1
 # Files of a transformers model folder besides config.json and the weights, copied by `convert`.
 SIDE_FILES = ("preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 # --------------------------------------------------------------------------------------------------------
 # Shared helpers
+
+# A Hugging Face hub id: owner/name, each starting with a letter or digit.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+# Endings that mark a file name rather than a hub id.
+DEEPMIND_SUFFIXES = (".pickle", ".pystate", ".pkl")
+FILE_SUFFIXES = (*DEEPMIND_SUFFIXES, ".safetensors", ".bin", ".pt", ".pth", ".json")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (``perceiver COMMAND: error: …``), exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive finite number")
+    return value
 
 
 def _add_model_argument(parser: argparse.ArgumentParser, released: str) -> None:
@@ -43,10 +83,43 @@ def _add_model_argument(parser: argparse.ArgumentParser, released: str) -> None:
     )
 
 
-def _load(source: str, heads: tuple[str, ...], task: str) -> nn.Module:
+def check_model_source(source: str) -> None:
+    """Refuse a model source that is neither an existing file or folder nor shaped like a hub id (owner/name).
+
+    ``runs/modle`` is shaped like a hub id, but when ``runs`` is a folder here it is a mistyped path, and the
+    user hears "no such file or folder" rather than a network error.
+    """
+    path = Path(source)
+    if path.is_file() and path.suffix not in DEEPMIND_SUFFIXES:
+        raise ValueError(
+            f"{source} is a file; expected a model folder (config.json + weights) or a DeepMind checkpoint "
+            f"({', '.join(DEEPMIND_SUFFIXES)})"
+        )
+    if path.exists():
+        return
+    owner = source.split("/", 1)[0]
+    if not HUB_ID.fullmatch(source) or source.lower().endswith(FILE_SUFFIXES):
+        raise FileNotFoundError(f"{source}: no such file or folder (nor a Hugging Face hub id, owner/name)")
+    if Path(owner).is_dir():
+        raise FileNotFoundError(f"{source}: no such file or folder ({owner}/ is a folder here, so it is not read "
+                                "as a Hugging Face hub id)")  # fmt: skip
+
+
+def load_checked(source: str) -> nn.Module:
+    """`load_model` behind `check_model_source`; any failure becomes an error naming ``source``."""
     from perceiver_io.checkpoints.loading import load_model
 
-    model = load_model(source)
+    check_model_source(source)
+    try:
+        return load_model(source)
+    except USER_ERRORS:
+        raise
+    except Exception as err:  # e.g. safetensors' or pickle's own errors on a damaged file: name the source
+        raise ValueError(f"{source}: not a loadable model ({type(err).__name__}: {err})") from err
+
+
+def _load(source: str, heads: tuple[str, ...], task: str) -> nn.Module:
+    model = load_checked(source)
     require_head(model, heads, task)
     return model
 
@@ -59,6 +132,8 @@ def _read_labels(path: str | None) -> list[str] | None:
         return Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise ValueError(f"{path}: no such labels file") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: a labels file must be UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 def _output_prefix(output: str) -> Path:
@@ -66,8 +141,16 @@ def _output_prefix(output: str) -> Path:
     prefix = Path(output)
     if prefix.suffix in (".flo", ".png"):
         prefix = prefix.with_suffix("")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(prefix.parent)
     return prefix
+
+
+def _make_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parents) unless it exists; a file in the way is named."""
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            raise ValueError(f"{part} is a file, so the output folder {folder} cannot be made")
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 def _save_png(path: Path, image: np.ndarray) -> None:
@@ -133,7 +216,7 @@ def fill_mask_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="START:END",
         help="byte range to mask (end exclusive), repeatable; the text is then taken literally",
     )
-    parser.add_argument("--top-k", type=int, default=5, help="candidates shown per masked byte (default 5)")
+    parser.add_argument("--top-k", type=_at_least(1), default=5, help="candidates shown per masked byte (default 5)")
 
 
 def run_fill_mask(args: argparse.Namespace) -> None:
@@ -189,7 +272,7 @@ def _image_paths(sources: Sequence[str]) -> list[Path]:
 def classify_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_argument(parser, "vision-perceiver-conv")
     parser.add_argument("images", nargs="+", help="image files and/or folders of images")
-    parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
+    parser.add_argument("--top-k", type=_at_least(1), default=5, help="classes shown per image (default 5)")
     parser.add_argument(
         "--processor",
         choices=("original", "transformers"),
@@ -198,40 +281,61 @@ def classify_arguments(parser: argparse.ArgumentParser) -> None:
         "PerceiverImageProcessor, equal to transformers' (the model folder's preprocessor_config.json if any)",
     )
     parser.add_argument("--labels", metavar="FILE", help="class names, one per line (default: the model's)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--batch-size", type=_at_least(1), default=8, help="images per forward pass (default 8)")
 
 
-def run_classify(args: argparse.Namespace) -> None:
+def run_classify(args: argparse.Namespace) -> int:
     """Classify images (DeepMind's ImageNet colab).
 
-    Input: image files (anything Pillow reads) or folders of them, any size. Each image is centre-cropped
-    to 224/256 of its shorter side, resized to the model's image size (224) and normalised.
+    Input: image files or folders of them (not recursive), any size: 8- and 16-bit, float TIFFs in [0, 1],
+    grey, palette, transparent (composited over white). Each image is centre-cropped to 224/256 of its
+    shorter side, resized to the model's image size (224) and normalised.
 
-    Output: for each image, its path and the top-k classes with softmax probabilities. Class names come
-    from --labels, else the model's id2label, else the 1000 ImageNet names for a 1000-class model.
-    A progress bar is shown on stderr for more than one batch.
+    Output: for each image, its path and the top-k classes with softmax probabilities, printed as each batch
+    is done. Class names come from --labels, else the model's id2label, else the 1000 ImageNet names for a
+    1000-class model. A progress bar is shown on stderr for more than one batch.
+
+    A file that cannot be read is reported on stderr (one line) and the others are classified; the exit
+    status is then 1 (0 when every image was classified, 2 on an error that stops the run).
     """
-    from perceiver_io.tasks.classify import classify, transformers_processor
+    from perceiver_io.tasks.classify import class_names, classify, transformers_processor
+    from perceiver_io.tasks.common import progress_bar
+    from perceiver_io.tasks.images import load_image
 
     paths = _image_paths(args.images)
     model = _load(args.model, IMAGE_CLASSIFIERS, "classify")
+    labels = class_names(model, _read_labels(args.labels))  # checked before any image is read
     processor = args.processor
     if processor == "transformers":
         folder = args.model if Path(args.model).is_dir() else None
         processor = transformers_processor(model.config.image_size, folder)
-    results = classify(
-        model,
-        paths,
-        top_k=args.top_k,
-        processor=processor,
-        labels=_read_labels(args.labels),
-        batch_size=args.batch_size,
-        progress=len(paths) > args.batch_size,
-    )
-    for path, top in zip(paths, results, strict=True):
-        print(path)
-        for rank, (name, prob) in enumerate(top, 1):
-            print(f"  {rank}. {prob:7.2%}  {name}")
+    failed = 0
+    bar = progress_bar(len(paths), "image", len(paths) > args.batch_size)
+    for start in range(0, len(paths), args.batch_size):
+        # Read batch by batch, so a folder of thousands never sits in memory at once.
+        batch: list[tuple[Path, np.ndarray]] = []
+        for path in paths[start : start + args.batch_size]:
+            try:
+                batch.append((path, load_image(path)))
+            except ValueError as err:
+                failed += 1
+                bar.write(f"perceiver classify: error: {one_line(str(err))}", file=sys.stderr)  # above the bar
+        images = [image for _, image in batch]
+        results = classify(model, images, args.top_k, processor, labels, len(images)) if images else []
+        for (path, _), top in zip(batch, results, strict=True):
+            print(path)
+            for rank, (name, prob) in enumerate(top, 1):
+                print(f"  {rank}. {prob:7.2%}  {name}")
+        bar.update(min(args.batch_size, len(paths) - start))
+    bar.close()
+    if failed:
+        print(
+            f"perceiver classify: error: {failed} of {len(paths)} image(s) could not be read (see above); "
+            f"{len(paths) - failed} classified",
+            file=sys.stderr,
+        )
+        return SOME_INPUTS_FAILED
+    return 0
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -244,58 +348,89 @@ def flow_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("frame2", help="second frame, same size as the first")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output prefix: writes OUT.flo, OUT.png")
     parser.add_argument("--arrows", action="store_true", help="also write OUT_arrows.png: vectors over frame 1")
-    parser.add_argument("--arrow-step", type=int, default=16, help="arrow grid spacing in pixels (default 16)")
+    parser.add_argument("--arrow-step", type=_at_least(1), default=16, help="arrow grid spacing in pixels (default 16)")
+    parser.add_argument(
+        "--arrow-scale",
+        type=_positive_float,
+        metavar="S",
+        help="arrow length per pixel of flow (default: the longest arrow is 0.9 x --arrow-step)",
+    )
     parser.add_argument("--gt", metavar="FILE.flo", help="ground-truth flow: print the end-point error against it")
     parser.add_argument("--show-gt", action="store_true", help="also write OUT_gt.png, the ground truth colour-coded")
     parser.add_argument(
-        "--max-flow", type=float, metavar="PX", help="magnitude shown fully saturated (default: each field's maximum)"
+        "--max-flow",
+        type=_positive_float,
+        metavar="PX",
+        help="magnitude shown fully saturated (default: each field's maximum)",
     )
-    parser.add_argument("--overlap", type=int, help="minimum tile overlap in pixels (default 20)")
+    parser.add_argument("--overlap", type=_at_least(0), help="minimum tile overlap in pixels (default 20)")
 
 
 def run_flow(args: argparse.Namespace) -> None:
     """Optical flow from frame 1 to frame 2 (DeepMind's optical-flow colab).
 
-    Input: two RGB frames of the same size, any size: the model sees tiles of its training size (368x496)
-    blended with pyramid weights; frames smaller than a tile are edge-padded. Pixel values are scaled to
-    [-1, 1] and the output scaled by 20 to pixels, as in the colab.
+    Input: two RGB frames of the same size, any size (image files as for classify): the model sees tiles of
+    its training size (368x496) blended with pyramid weights; frames smaller than a tile are edge-padded.
+    Pixel values are scaled to [-1, 1] and the output scaled by 20 to pixels, as in the colab.
 
     Output: OUT.flo (Middlebury format, float32 u, v in pixels, v down) and OUT.png (Middlebury colour code
-    with a colour-wheel legend: hue = direction, saturation = magnitude); with --arrows, OUT_arrows.png; with
-    --gt FILE.flo, the mean end-point error (pixels with NaN ground truth are left out); with --show-gt,
-    OUT_gt.png, the ground truth in the same colour code.
+    with a colour-wheel legend: hue = direction, saturation = magnitude); with --arrows, OUT_arrows.png, arrows
+    scaled so the longest is 0.9 x --arrow-step unless --arrow-scale; with --gt FILE.flo, the mean end-point
+    error over the pixels with ground truth (pixels holding NaN, inf or |value| > 1e9, the Middlebury "unknown",
+    are left out and counted); with --show-gt, OUT_gt.png, the ground truth in the same colour code.
     """
-    from perceiver_io.tasks.common import load_image
     from perceiver_io.tasks.flow_utils import (
+        arrow_scale,
         end_point_error,
         flow_arrows,
         flow_to_color_with_legend,
+        known_flow,
         read_flo,
+        visible_arrows,
         write_flo,
     )
+    from perceiver_io.tasks.images import load_image
     from perceiver_io.tasks.optical_flow import FLOW_HEADS, optical_flow
 
     if args.show_gt and not args.gt:
         raise ValueError("--show-gt needs --gt FILE.flo")
+    if args.arrow_scale is not None and not args.arrows:
+        raise ValueError("--arrow-scale needs --arrows")
     frame1, frame2 = load_image(args.frame1), load_image(args.frame2)
     gt = None if args.gt is None else read_flo(args.gt)
     if gt is not None and gt.shape[:2] != frame1.shape[:2]:
         raise ValueError(
             f"--gt flow is {gt.shape[0]}x{gt.shape[1]} but the frames are {frame1.shape[0]}x{frame1.shape[1]}"
         )
+    if gt is not None and not known_flow(gt).any():
+        raise ValueError(f"--gt {args.gt}: no pixel has ground truth (all NaN, inf or |value| > 1e9)")
     model = _load(args.model, FLOW_HEADS, "flow")
+    tile = tuple(int(t) for t in model.config.train_size)
+    if args.overlap is not None and args.overlap >= min(tile):
+        raise ValueError(f"--overlap {args.overlap} must be less than {min(tile)}, the shorter side of the model's "
+                         f"{tile[0]}x{tile[1]} tiles")  # fmt: skip
+    prefix = _output_prefix(args.output)  # before the work: an output folder that cannot be made fails now
     flow = optical_flow(model, frame1, frame2, min_overlap=args.overlap, progress=True)
 
-    prefix = _output_prefix(args.output)
     written = [prefix.with_suffix(".flo"), prefix.with_suffix(".png")]
     write_flo(written[0], flow)
     _save_png(written[1], flow_to_color_with_legend(flow, args.max_flow))
     if args.arrows:
+        scale = arrow_scale(flow, args.arrow_step) if args.arrow_scale is None else args.arrow_scale
         written.append(prefix.with_name(prefix.name + "_arrows.png"))
-        _save_png(written[-1], flow_arrows(frame1, flow, step=args.arrow_step))
+        _save_png(written[-1], flow_arrows(frame1, flow, step=args.arrow_step, scale=scale))
+        drawn = visible_arrows(flow, args.arrow_step, scale)
+        if scale == 0:
+            print("arrows: none drawn, the flow is zero everywhere")
+        else:
+            print(f"arrows: {drawn} drawn, {scale:.4g} px per pixel of flow" + ("" if drawn else " (all under 1 px)"))
     if gt is not None:
-        valid = int((~np.isnan(gt).any(axis=-1)).sum())
-        print(f"end-point error: {end_point_error(flow, gt):.3f} px over {valid} pixels with ground truth")
+        known = known_flow(gt)
+        unknown = known.size - int(known.sum())
+        print(
+            f"end-point error: {end_point_error(flow, gt):.3f} px over {int(known.sum())} pixels with ground truth "
+            f"({unknown} without: NaN, inf or |value| > 1e9)"
+        )
         if args.show_gt:
             written.append(prefix.with_name(prefix.name + "_gt.png"))
             _save_png(written[-1], flow_to_color_with_legend(gt, args.max_flow))
@@ -312,12 +447,16 @@ def autoencode_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_argument(parser, "multimodal-perceiver")
     parser.add_argument("video", help="video file with a soundtrack (anything FFmpeg reads; needs perceiver_io[video])")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the results")
-    parser.add_argument("--chunks", type=int, default=128, help="decoding passes per clip (default 128, the colab's)")
-    parser.add_argument("--max-windows", type=int, help="clips to process from the start (default: all)")
+    parser.add_argument(
+        "--chunks", type=_at_least(1), default=128, help="decoding passes per clip (default 128, the colab's)"
+    )
+    parser.add_argument("--max-windows", type=_at_least(1), help="clips to process from the start (default: all)")
     parser.add_argument("--no-audio", action="store_true", help="use silence for a video without a soundtrack")
     parser.add_argument("--labels", metavar="FILE", help="class names, one per line (default: class indices)")
-    parser.add_argument("--top-k", type=int, default=5, help="classes shown (default 5)")
-    parser.add_argument("--sample-rate", type=int, default=48_000, help="audio rate the model expects (default 48000)")
+    parser.add_argument("--top-k", type=_at_least(1), default=5, help="classes shown (default 5)")
+    parser.add_argument(
+        "--sample-rate", type=_at_least(1), default=48_000, help="audio rate the model expects (default 48000)"
+    )
 
 
 def run_autoencode(args: argparse.Namespace) -> None:
@@ -328,7 +467,11 @@ def run_autoencode(args: argparse.Namespace) -> None:
     and each clip gets the next frames x samples-per-frame samples (30,720), as in the colab. Each clip is
     decoded in --chunks passes (128).
 
-    Output in OUTDIR: reconstruction.gif (all clips' frames at the video's frame rate), reconstruction.wav
+    Frames after the last full clip are left out, and the command says how many (e.g. the last 14 of
+    Megamind.avi's 270 frames with 16-frame clips).
+
+    Output in OUTDIR: reconstruction.gif (all clips' frames at the video's frame rate, e.g. 23.976 fps as
+    alternating 40 and 50 ms frames, since a GIF counts in hundredths of a second), reconstruction.wav
     (16-bit mono), strip.png (input frames above their reconstructions). Printed: video and audio PSNR
     (peak 1, over all clips) and the top-k classes of the clip probabilities averaged over clips, with
     names from --labels.
@@ -336,6 +479,7 @@ def run_autoencode(args: argparse.Namespace) -> None:
     from perceiver_io.tasks.autoencode import (
         AUTOENCODE_HEADS,
         ClipGeometry,
+        NoAudioTrackError,
         autoencode,
         psnr,
         read_clips,
@@ -348,8 +492,13 @@ def run_autoencode(args: argparse.Namespace) -> None:
     model = _load(args.model, AUTOENCODE_HEADS, "autoencode")
     names = class_names(model, _read_labels(args.labels))
     geometry = ClipGeometry.from_config(model.config)
-    clips = read_clips(args.video, geometry, args.max_windows, args.no_audio, args.sample_rate)
+    try:
+        clips = read_clips(args.video, geometry, args.max_windows, args.no_audio, args.sample_rate)
+    except NoAudioTrackError:
+        raise ValueError(f"{args.video} has no audio track; pass --no-audio to use silence") from None
     count = len(clips.video)
+    out = Path(args.output)
+    _make_folder(out)  # before the work: a folder that cannot be made fails now
     inputs = clips.video.astype(np.float32) / 255
     results = []
     for n in range(count):
@@ -359,8 +508,6 @@ def run_autoencode(args: argparse.Namespace) -> None:
     frames_in = inputs.reshape(-1, *inputs.shape[2:])
     frames_out = np.concatenate([r.video for r in results])
     audio_out = np.concatenate([r.audio for r in results])
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     write_gif(out / "reconstruction.gif", frames_out, clips.fps)
     write_wav(out / "reconstruction.wav", audio_out, clips.sample_rate)
     _save_png(out / "strip.png", reconstruction_strip(frames_in, frames_out))
@@ -369,6 +516,11 @@ def run_autoencode(args: argparse.Namespace) -> None:
         f"{count} clip(s) of {geometry.num_frames} frames at {geometry.frame_size}x{geometry.frame_size} and "
         f"{geometry.audio_samples} audio samples, decoded in {results[0].chunks} chunks each"
     )
+    if clips.dropped_frames:
+        total = count * geometry.num_frames + clips.dropped_frames
+        print(
+            f"left out: the last {clips.dropped_frames} of {total} frames, too few for a clip of {geometry.num_frames}"
+        )
     print(f"video PSNR: {psnr(frames_in, frames_out):.2f} dB")
     print(f"audio PSNR: {psnr(clips.audio.reshape(-1), audio_out):.2f} dB" + ("" if clips.has_audio else " (silence)"))
     logits = np.stack([r.label_logits for r in results]).astype(np.float64)
@@ -378,7 +530,9 @@ def run_autoencode(args: argparse.Namespace) -> None:
     for rank, index in enumerate(np.argsort(-probs, kind="stable")[: args.top_k], 1):
         name = "" if names[index] == str(index) else f"  {names[index]}"  # no names: the index alone
         print(f"  {rank}. {probs[index]:7.2%}  {index:4d}{name}")
-    print(f"wrote {out / 'reconstruction.gif'}, {out / 'reconstruction.wav'}, {out / 'strip.png'}")
+    print(
+        f"wrote {out / 'reconstruction.gif'} ({clips.fps:.5g} fps), {out / 'reconstruction.wav'}, {out / 'strip.png'}"
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -396,37 +550,61 @@ def run_convert(args: argparse.Namespace) -> None:
 
     Input: a DeepMind checkpoint file, a transformers-format folder or a hub id; the head is chosen from the
     checkpoint. Output: DST/config.json + DST/model.safetensors, loadable by perceiver_io and by transformers'
-    from_pretrained; a source folder's preprocessor and tokenizer configs are copied along.
+    from_pretrained; a source folder's preprocessor and tokenizer configs are copied along. Every file is
+    written atomically (an interrupted convert leaves DST's previous files) with the user's umask.
     """
-    from perceiver_io.checkpoints.loading import load_model
+    from perceiver_io.checkpoints.files import write_bytes_atomic
 
     dst = Path(args.dst)
     if dst.is_file() or (dst.is_dir() and any(dst.iterdir()) and not args.overwrite):
         raise ValueError(f"{dst} exists and is not an empty folder; pass --overwrite to write into it")
-    model = load_model(args.src)
+    model = load_checked(args.src)
     model.save_pretrained(dst)
     src = Path(args.src)
     copied = [name for name in SIDE_FILES if src.is_dir() and (src / name).is_file()]
     for name in copied:
-        shutil.copyfile(src / name, dst / name)
+        write_bytes_atomic(dst / name, (src / name).read_bytes())
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {type(model).__name__} ({params:,} parameters) to {dst}" + "".join(f", {c}" for c in copied))
 
 
 def info_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model folder, DeepMind checkpoint file or hub id")
+    parser.add_argument("--full", action="store_true", help="also print the whole config (JSON)")
+
+
+def summarize(model: nn.Module) -> list[str]:
+    """The lines of `perceiver info`: head, parameters, latent array, input/output, labels."""
+    from perceiver_io.tasks.classify import class_names
+
+    c = model.config
+    lines = [
+        f"head: {type(model).__name__}",
+        f"parameters: {sum(p.numel() for p in model.parameters()):,}",
+        f"latents: {c.num_latents} x {c.d_latents}, {c.num_blocks} block(s) of {c.num_self_attends_per_block} "
+        f"self-attention layers, {c.num_self_attention_heads} heads",
+        f"input/output: {describe_io(model)}",
+    ]
+    if type(model).__name__ in (*IMAGE_CLASSIFIERS, "PerceiverForSequenceClassification",
+                                "PerceiverForMultimodalAutoencoding"):  # fmt: skip
+        names = class_names(model)
+        shown = "; ".join(names[:3]) + ("; …" if len(names) > 3 else "")  # ImageNet names hold commas
+        lines.append(f"labels: {c.num_labels} ({shown})")
+    else:
+        lines.append("labels: none (this head does not classify)")
+    return lines
 
 
 def run_info(args: argparse.Namespace) -> None:
-    """Describe a model: its head, parameter count, expected input and output, and its full config (JSON)."""
-    from perceiver_io.checkpoints.loading import load_model
-
-    model = load_model(args.model)
-    print(f"head: {type(model).__name__}")
-    print(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
-    print(f"input/output: {describe_io(model)}")
-    print("config:")
-    print(json.dumps(model.config.to_dict(), indent=2, sort_keys=True))
+    """Describe a model: its head, parameter count, latent array, expected input and output and its labels;
+    with --full, also its whole config (JSON)."""
+    model = load_checked(args.model)
+    print("\n".join(summarize(model)))
+    if args.full:
+        print("config:")
+        print(json.dumps(model.config.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(f"config: perceiver info {args.model} --full")
 
 
 def train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -465,11 +643,23 @@ COMMANDS: dict[str, tuple[AddArguments, Run]] = {
 }
 
 
+def version() -> str:
+    """The installed perceiver_io's version ("unknown" when run from a source tree that is not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("perceiver_io")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="perceiver",
         description="Perceiver IO tasks from DeepMind's colabs. Run `perceiver COMMAND --help` for each command.",
     )
+    parser.add_argument("--version", action="version", version=f"perceiver_io {version()}")
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (add_arguments, run) in COMMANDS.items():
@@ -482,6 +672,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str) -> str:
+    """A message's lines joined by spaces, so every error is one line on stderr."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def describe_error(err: BaseException) -> str:
+    """``err`` as one line; an operating-system error as ``FILE: reason`` rather than ``[Errno 2] …``."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.filename}: {err.strerror[0].lower()}{err.strerror[1:]}"
+    return one_line(str(err))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``perceiver`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -490,7 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         if args.traceback:
             raise
-        print(f"perceiver {args.command}: error: {err}", file=sys.stderr)
+        print(f"perceiver {args.command}: error: {describe_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -420,10 +420,10 @@ class PerceiverConfig:
 
     def to_json_file(self, json_file_path: str | os.PathLike, use_diff: bool = True) -> None:
         """Write ``to_json_string(use_diff)`` to ``json_file_path`` (atomically)."""
-        path = Path(json_file_path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json_string(use_diff=use_diff), encoding="utf-8")
-        os.replace(tmp, path)
+        from perceiver_io.checkpoints.files import atomic_open
+
+        with atomic_open(json_file_path, "w", encoding="utf-8") as fh:
+            fh.write(self.to_json_string(use_diff=use_diff))
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write the complete config (not a diff: readable without our defaults) to ``save_directory/config.json``."""

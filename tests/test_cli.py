@@ -3,7 +3,9 @@ photos, the Middlebury motorcycle stereo pair with ground truth, Megamind.avi fr
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
+import json
 import os
 import re
 import shutil
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SMALL_CONFIGS, randomize_
-from PIL import Image
+from PIL import Image, ImageSequence
 from skimage import data
 from test_tasks import write_test_video
 
@@ -49,6 +51,13 @@ def models(tmp_path_factory) -> dict[str, str]:
             root / "flow_large",
             "PerceiverForOpticalFlow",
             train_size=[260, 400],
+            cross_attention_shape_for_attention="q",
+        ),
+        # One tile for frames up to 64x96: quick runs on real photos cut down.
+        "flow_mid": save_small(
+            root / "flow_mid",
+            "PerceiverForOpticalFlow",
+            train_size=[64, 96],
             cross_attention_shape_for_attention="q",
         ),
         # 2 frames of 32x32 and 2 x 64 audio samples per clip.
@@ -220,13 +229,118 @@ def test_classify_with_label_names(capsys, models, photos, tmp_path):
 
 def test_classify_errors(capsys, models, photos, tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    assert_user_error(capsys, ["classify", "-m", models["classifier"], tmp_path / "broken.jpg"], "not a readable image")
-    assert_user_error(capsys, ["classify", "-m", models["classifier"], photos / "README.txt"], "not a readable image")
+    code, out, err = run(capsys, "classify", "-m", models["classifier"], tmp_path / "broken.jpg")
+    assert code == 1 and out == ""
+    assert err.splitlines() == [
+        f"perceiver classify: error: {tmp_path / 'broken.jpg'}: not a readable image "
+        f"(cannot identify image file '{tmp_path / 'broken.jpg'}')",
+        "perceiver classify: error: 1 of 1 image(s) could not be read (see above); 0 classified",
+    ]
     assert_user_error(capsys, ["classify", "-m", models["flow"], photos], "classify needs a")
-    assert_user_error(capsys, ["classify", "-m", models["classifier"], tmp_path / "empty"], "no such file")
     (tmp_path / "empty").mkdir()
     assert_user_error(capsys, ["classify", "-m", models["classifier"], tmp_path / "empty"], "no image files")
-    assert_user_error(capsys, ["classify", "-m", tmp_path / "nothing", photos], "neither a model folder")
+    assert_user_error(capsys, ["classify", "-m", tmp_path / "nothing", photos], "nothing: no such file or folder")
+    assert_user_error(
+        capsys, ["classify", "-m", models["classifier"], photos, "--labels", tmp_path / "labels.txt"],
+        "labels.txt: no such labels file",
+    )  # fmt: skip
+    (tmp_path / "labels.bin").write_bytes(b"cat\n\xff\xfe\n")
+    assert_user_error(
+        capsys, ["classify", "-m", models["classifier"], photos, "--labels", tmp_path / "labels.bin"],
+        "labels.bin: a labels file must be UTF-8 text (invalid start byte at byte 4)",
+    )  # fmt: skip
+
+
+def test_classify_a_folder_with_unreadable_files_goes_on(capsys, models, photos, tmp_path):
+    """Ten good photos and one corrupt and one truncated file: ten results, two lines on stderr, exit 1."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for n, name in enumerate(["astronaut", "camera", "chelsea", "coffee", "rocket"]):
+        image = Image.fromarray(getattr(data, name)())
+        image.save(folder / f"{n}a_{name}.png")
+        image.save(folder / f"{n}b_{name}.jpg")
+    (folder / "2c_corrupt.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    whole = (folder / "2a_chelsea.png").read_bytes()
+    (folder / "3c_truncated.png").write_bytes(whole[: len(whole) // 3])
+    code, out, err = run(capsys, "classify", "-m", models["classifier"], folder, "--top-k", "1", "--batch-size", "4")
+    assert code == 1
+    classified = [Path(line).name for line in out.splitlines() if not line.startswith(" ")]
+    assert len(classified) == 10 and "2c_corrupt.jpg" not in classified and "3c_truncated.png" not in classified
+    lines = [line for line in err.splitlines() if "error:" in line]  # the others are the progress bar's
+    assert len(lines) == 3 and "Traceback" not in err
+    assert all(line.startswith("perceiver classify: error: ") for line in lines)
+    assert "2c_corrupt.jpg: not a readable image" in lines[0] and "3c_truncated.png: not a readable image" in lines[1]
+    assert lines[2] == "perceiver classify: error: 2 of 12 image(s) could not be read (see above); 10 classified"
+    # The good files' results are those of a run on them alone.
+    alone = run(capsys, "classify", "-m", models["classifier"], *sorted(folder.glob("?[ab]_*")), "--top-k", "1")[1]
+    assert alone == out
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["classify", "-m", "M", "x.png", "--top-k", "0"], "argument --top-k: 0 is less than 1"),
+        (["classify", "-m", "M", "x.png", "--batch-size", "-2"], "argument --batch-size: -2 is less than 1"),
+        (["classify", "-m", "M", "x.png", "--top-k", "two"], "argument --top-k: 'two' is not a whole number"),
+        (["fill-mask", "-m", "M", "text", "--top-k", "0"], "argument --top-k: 0 is less than 1"),
+        (["flow", "-m", "M", "a", "b", "-o", "o", "--arrow-step", "0"], "argument --arrow-step: 0 is less than 1"),
+        (["flow", "-m", "M", "a", "b", "-o", "o", "--max-flow", "-1"], "argument --max-flow: -1 is not a positive"),
+        (["flow", "-m", "M", "a", "b", "-o", "o", "--arrow-scale", "nan"], "--arrow-scale: nan is not a positive"),
+        (["flow", "-m", "M", "a", "b", "-o", "o", "--overlap", "-1"], "argument --overlap: -1 is less than 0"),
+        (["autoencode", "-m", "M", "v.avi", "-o", "o", "--chunks", "0"], "argument --chunks: 0 is less than 1"),
+        (["autoencode", "-m", "M", "v.avi", "-o", "o", "--max-windows", "0"], "--max-windows: 0 is less than 1"),
+        (["autoencode", "-m", "M", "v.avi", "-o", "o", "--top-k", "0"], "argument --top-k: 0 is less than 1"),
+        (["classify", "x.png"], "the following arguments are required: -m/--model"),
+        (["clasify"], "argument COMMAND: invalid choice: 'clasify'"),
+    ],
+)
+def test_arguments_are_checked_and_refused_in_one_line(capsys, argv, words):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and words in err, err
+    assert err.startswith("perceiver") and "(see perceiver" in err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"perceiver_io {importlib.metadata.version('perceiver_io')}"
+
+
+def test_a_mistyped_model_folder_is_no_such_folder_not_a_hub_id(capsys, models, photos, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for source, words in [
+        ("runs/modle", "runs/modle: no such file or folder (runs/ is a folder here, so it is not read as a Hugging "
+                       "Face hub id)"),
+        ("./runs/modle", "./runs/modle: no such file or folder (nor a Hugging Face hub id, owner/name)"),
+        ("modle", "modle: no such file or folder (nor a Hugging Face hub id, owner/name)"),
+        ("a/b/c", "a/b/c: no such file or folder (nor a Hugging Face hub id, owner/name)"),
+        ("runs/model.safetensors", "runs/model.safetensors: no such file or folder (nor a Hugging Face hub id, "
+                                   "owner/name)"),
+    ]:  # fmt: skip
+        for argv in (["classify", "-m", source, photos], ["info", source], ["convert", source, "out"]):
+            code, _, err = run(capsys, *argv)
+            assert code == 2 and err.splitlines() == [f"perceiver {argv[0]}: error: {words}"], err
+
+
+def test_a_model_file_that_is_not_a_checkpoint_is_named(capsys, models, photos):
+    for argv in (["info", f"{models['flow']}/config.json"], ["classify", "-m", photos / "chelsea.png", photos]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and len(err.splitlines()) == 1
+        assert "is a file; expected a model folder (config.json + weights) or a DeepMind checkpoint" in err
+
+
+def test_a_hub_error_is_one_line(capsys, photos, monkeypatch):
+    """Offline (the suite sets HF_HUB_OFFLINE), an owner/name id gets the hub's error, on one line."""
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run(capsys, "classify", "-m", "nobody-here/no-such-model", photos)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "could not fetch 'nobody-here/no-such-model' from the Hugging Face hub" in err
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -245,11 +359,70 @@ def test_flow_stereo_motorcycle_with_ground_truth(capsys, models, tmp_path):
     assert code == 0
     flow = read_flo(tmp_path / "out" / "moto.flo")
     assert flow.shape == (500, 741, 2) and np.isfinite(flow).all()
-    epe = float(re.search(r"end-point error: ([\d.]+) px over (\d+) pixels", out)[1])
-    assert epe == pytest.approx(end_point_error(flow, gt), abs=1e-3)
+    found = re.search(r"end-point error: ([\d.]+) px over (\d+) pixels with ground truth \((\d+) without", out)
+    assert float(found[1]) == pytest.approx(end_point_error(flow, gt), abs=1e-3)
+    assert int(found[2]) + int(found[3]) == 500 * 741 and int(found[3]) == np.isnan(gt[..., 0]).sum()
     for name in ("moto.png", "moto_gt.png", "moto_arrows.png"):
         with Image.open(tmp_path / "out" / name) as image:
             assert image.size == (741, 500) and image.mode == "RGB"
+
+
+@pytest.mark.parametrize("unknown", ["inf", "middlebury"])
+def test_flow_ground_truth_unknown_pixels_are_left_out_and_counted(capsys, models, tmp_path, unknown):
+    """scikit-image's raw disparities mark unknown pixels inf; Middlebury's files use |value| > 1e9. Either way the
+    error is the one over the known pixels, and the unknown ones are counted."""
+    from skimage.data import stereo_motorcycle
+
+    left, right, disparity = stereo_motorcycle()
+    disparity = disparity[::8, ::8]  # 63x93: one tile
+    unknown_mask = ~np.isfinite(disparity)
+    assert 0 < unknown_mask.sum() < unknown_mask.size
+    gt = np.stack([-disparity, np.zeros_like(disparity)], axis=-1).astype(np.float32)  # -inf where unknown
+    if unknown == "middlebury":
+        gt[unknown_mask] = 1e10
+    write_flo(tmp_path / "gt.flo", gt)
+    Image.fromarray(left[::8, ::8]).save(tmp_path / "l.png")
+    Image.fromarray(right[::8, ::8]).save(tmp_path / "r.png")
+    code, out, _ = run(capsys, "flow", "-m", models["flow_mid"], tmp_path / "l.png", tmp_path / "r.png", "-o",
+                       tmp_path / "o", "--gt", tmp_path / "gt.flo")  # fmt: skip
+    assert code == 0
+    found = re.search(r"end-point error: ([\d.]+) px over (\d+) pixels with ground truth \((\d+) without", out)
+    flow = read_flo(tmp_path / "o.flo")
+    known = ~unknown_mask
+    expected = np.hypot(*(flow[known] - gt[known]).T.astype(np.float64)).mean()
+    assert float(found[1]) == pytest.approx(expected, abs=1e-3) and np.isfinite(expected)
+    assert (int(found[2]), int(found[3])) == (known.sum(), unknown_mask.sum())
+
+    write_flo(tmp_path / "none.flo", np.full_like(gt, np.nan))
+    frames = [tmp_path / "l.png", tmp_path / "r.png"]
+    argv = ["flow", "-m", models["flow_mid"], *frames, "-o", tmp_path / "o", "--gt", tmp_path / "none.flo"]
+    assert_user_error(capsys, argv, "no pixel has ground truth")
+
+
+def test_flow_arrows_are_visible_on_small_flows(capsys, models, tmp_path):
+    """The random test model predicts flows of a fraction of a pixel: drawn at 1 px per pixel no arrow would show
+    (the old picture equalled frame 1); the default scale makes the longest arrow 0.9 x the grid step."""
+    image = data.astronaut()[100:164, 100:196]
+    Image.fromarray(image).save(tmp_path / "a.png")
+    Image.fromarray(np.roll(image, 2, axis=1)).save(tmp_path / "b.png")
+    frames = [tmp_path / "a.png", tmp_path / "b.png"]
+    argv = ["flow", "-m", models["flow_mid"], *frames, "-o", tmp_path / "f", "--arrows"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    flow = read_flo(tmp_path / "f.flo")
+    grid = flow[8::16, 8::16]
+    assert np.hypot(grid[..., 0], grid[..., 1]).max() < 1  # at scale 1 nothing would be drawn
+    scale = float(re.search(r"arrows: (\d+) drawn, ([\d.e+-]+) px per pixel of flow", out)[2])
+    assert scale * np.hypot(grid[..., 0], grid[..., 1]).max() == pytest.approx(0.9 * 16, rel=1e-3)
+    with Image.open(tmp_path / "f_arrows.png") as drawn:
+        changed = (np.asarray(drawn.convert("RGB")) != image).any(axis=-1).mean()
+    assert changed > 0.01
+
+    code, out, _ = run(capsys, *argv, "--arrow-scale", "1")
+    assert code == 0 and "arrows: 0 drawn, 1 px per pixel of flow (all under 1 px)" in out
+    with Image.open(tmp_path / "f_arrows.png") as drawn:
+        assert np.array_equal(np.asarray(drawn.convert("RGB")), image)
+    assert_user_error(capsys, [*argv[:-1], "--arrow-scale", "2"], "--arrow-scale needs --arrows")
 
 
 def test_flow_file_holds_the_function_result(capsys, models, tmp_path):
@@ -275,6 +448,13 @@ def test_flow_errors(capsys, models, tmp_path):
         capsys, [*flow, tmp_path / "a.png", "-o", tmp_path / "o", "--gt", tmp_path / "gt.flo"], "--gt flow is 5x5"
     )
     assert_user_error(capsys, [*flow, tmp_path / "z.png", "-o", tmp_path / "o"], "z.png: no such file")
+    assert_user_error(
+        capsys, [*flow, tmp_path / "a.png", "-o", tmp_path / "o", "--overlap", "8"],
+        "--overlap 8 must be less than 8, the shorter side of the model's 8x12 tiles",
+    )  # fmt: skip
+    (tmp_path / "file").write_text("")
+    argv = [*flow, tmp_path / "a.png", "-o", tmp_path / "file" / "o"]
+    assert_user_error(capsys, argv, f"{tmp_path / 'file'} is a file, so the output folder")
     assert_user_error(
         capsys, ["flow", "-m", models["mlm"], tmp_path / "a.png", tmp_path / "a.png", "-o", tmp_path / "o"],
         "flow needs a PerceiverForOpticalFlow",
@@ -302,22 +482,47 @@ def test_autoencode_megamind(capsys, models, opencv_data, tmp_path):
     assert len(top) == 5 and sorted(name for _, name in top) == sorted(names)
     assert all(names[int(index)] == name for index, name in top)
 
+    assert "left out" not in out  # --max-windows stopped the reading: nothing was dropped
     with Image.open(tmp_path / "ae" / "reconstruction.gif") as gif:
         assert gif.n_frames == 6 and gif.size == (32, 32)
         assert abs(gif.info["duration"] - 1000 / 23.976) <= 10  # GIF stores hundredths of a second
+        durations = [gif.info["duration"] for _ in ImageSequence.Iterator(gif)]
+    # 6 frames at 23.976 fps last 250.25 ms; rounding each to 40 ms (25 fps) would give 240.
+    assert sum(durations) == 250 and set(durations) == {40, 50}
     with wave.open(str(tmp_path / "ae" / "reconstruction.wav")) as wav:
         assert (wav.getframerate(), wav.getnchannels(), wav.getnframes()) == (48000, 1, 3 * 128)
     with Image.open(tmp_path / "ae" / "strip.png") as strip:
         assert strip.size == (6 * 96 + 5 * 2, 2 * 96 + 2)  # 6 frames enlarged 3x, input above reconstruction
 
 
+@pytest.mark.slow  # decodes all of Megamind.avi (about 10 s on 2 cores); test_autoencode_without_audio is quick
+def test_autoencode_megamind_says_which_frames_it_leaves_out(capsys, opencv_data, tmp_path):
+    """The colab's geometry, 16 frames per clip: Megamind.avi's 270 frames make 16 clips and 14 frames left over."""
+    pytest.importorskip("av")
+    model = save_small(tmp_path / "mm16", "PerceiverForMultimodalAutoencoding", num_frames=16, image_size=2,
+                       output_shape=[1, 16, 8, 8], audio_samples_per_frame=16)  # fmt: skip
+    code, out, _ = run(capsys, "autoencode", "-m", model, opencv_data / "Megamind.avi", "-o", tmp_path / "ae",
+                       "--chunks", "1")  # fmt: skip
+    assert code == 0
+    assert "16 clip(s) of 16 frames at 8x8" in out
+    assert "left out: the last 14 of 270 frames, too few for a clip of 16" in out
+    assert "reconstruction.gif (23.976 fps)" in out
+    with Image.open(tmp_path / "ae" / "reconstruction.gif") as gif:
+        total = sum(gif.info["duration"] for _ in ImageSequence.Iterator(gif))
+    assert abs(total - 256 * 1000 / 23.976) <= 10
+
+
 def test_autoencode_without_audio(capsys, models, tmp_path):
     frames = np.stack([np.roll(data.astronaut()[::10, ::10][:40, :40], k, axis=1) for k in range(3)])
     write_test_video(tmp_path / "silent.mkv", frames)
     argv = ["autoencode", "-m", models["multimodal"], tmp_path / "silent.mkv", "-o", tmp_path / "ae"]
-    assert_user_error(capsys, argv, "has no audio track; pass --no-audio")
+    assert_user_error(capsys, argv, "silent.mkv has no audio track; pass --no-audio to use silence")
+    assert "allow_silence" not in capsys.readouterr().err
+    code, _, err = run(capsys, *argv)
+    assert err.strip().endswith("has no audio track; pass --no-audio to use silence") and "allow_" not in err
     code, out, _ = run(capsys, *argv, "--no-audio", "--chunks", "2")
     assert code == 0 and "(silence)" in out and "decoded in 2 chunks" in out
+    assert "left out: the last 1 of 3 frames, too few for a clip of 2" in out
     with wave.open(str(tmp_path / "ae" / "reconstruction.wav")) as wav:
         assert wav.getnframes() == 128
 
@@ -326,6 +531,10 @@ def test_autoencode_errors(capsys, models, photos, tmp_path, monkeypatch):
     assert_user_error(
         capsys, ["autoencode", "-m", models["flow"], photos / "chelsea.png", "-o", tmp_path], "autoencode needs a"
     )
+    assert_user_error(
+        capsys, ["autoencode", "-m", models["multimodal"], photos / "chelsea.png", "-o", tmp_path],
+        "chelsea.png is a still image, not a video",
+    )  # fmt: skip
     (tmp_path / "x.avi").write_text("not a video")
     assert_user_error(
         capsys, ["autoencode", "-m", models["multimodal"], tmp_path / "x.avi", "-o", tmp_path], "not a readable video"
@@ -352,10 +561,27 @@ def test_convert_and_info(capsys, models, tmp_path):
 
     code, out, _ = run(capsys, "info", models["multimodal"])
     assert code == 0
-    assert "head: PerceiverForMultimodalAutoencoding" in out
-    assert f"parameters: {sum(p.numel() for p in load_model(models['multimodal']).parameters()):,}" in out
-    assert "clips of 2 RGB frames of 32x32 in [0, 1], 128 mono audio samples (64 per frame)" in out
-    assert '"num_frames": 2' in out
+    model = load_model(models["multimodal"])
+    assert out.splitlines() == [
+        "head: PerceiverForMultimodalAutoencoding",
+        f"parameters: {sum(p.numel() for p in model.parameters()):,}",
+        "latents: 8 x 32, 1 block(s) of 2 self-attention layers, 4 heads",
+        "input/output: clips of 2 RGB frames of 32x32 in [0, 1], 128 mono audio samples (64 per frame) and 5 label "
+        "slots (masked); returns the reconstructed video and audio and 5 class logits. Command: perceiver autoencode",
+        "labels: 5 (0; 1; 2; …)",
+        f"config: perceiver info {models['multimodal']} --full",
+    ]
+    code, full, _ = run(capsys, "info", models["multimodal"], "--full")
+    assert code == 0 and full.startswith("\n".join(out.splitlines()[:-1]) + "\nconfig:\n{")
+    assert json.loads(full.split("config:\n", 1)[1]) == model.config.to_dict()
+
+
+def test_info_of_a_released_size_classifier_is_a_summary(capsys, tmp_path):
+    """1000 ImageNet names made `info` print over a thousand lines; the summary shows the count and the first three."""
+    folder = save_small(tmp_path / "imagenet", "PerceiverForImageClassificationLearned", num_labels=1000)
+    code, out, _ = run(capsys, "info", folder)
+    assert code == 0 and len(out.splitlines()) == 6
+    assert "labels: 1000 (tench, Tinca tinca; goldfish, Carassius auratus; great white shark, white shark, " in out
 
 
 def test_console_script_smoke(models):

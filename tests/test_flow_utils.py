@@ -9,11 +9,13 @@ import pytest
 from skimage.data import chelsea
 
 from perceiver_io.tasks.flow_utils import (
+    arrow_scale,
     color_wheel_legend,
     end_point_error,
     flow_arrows,
     flow_to_color,
     flow_to_color_with_legend,
+    known_flow,
     pyramid_weights,
     read_flo,
     reverse_flow,
@@ -21,6 +23,7 @@ from perceiver_io.tasks.flow_utils import (
     synthetic_flow_pair,
     tile_origins,
     tiled_flow,
+    visible_arrows,
     write_flo,
 )
 
@@ -196,6 +199,50 @@ def test_end_point_error_over_valid_pixels():
         end_point_error(pred, gt, np.zeros((2, 2), dtype=bool))
     with pytest.raises(ValueError, match=r"\(2, 2, 2\).*\(2, 3, 2\)"):
         end_point_error(pred, np.zeros((2, 3, 2)))
+
+
+@pytest.mark.parametrize("unknown", [np.nan, np.inf, -np.inf, 1e10, -2e9])
+def test_unknown_ground_truth_is_left_out(unknown):
+    """NaN, ±inf and the Middlebury convention (|value| > 1e9) all mean "no ground truth" for that pixel."""
+    gt = np.zeros((2, 2, 2), dtype=np.float32)
+    pred = np.zeros_like(gt)
+    pred[0, 0] = (3, 4)  # error 5
+    pred[0, 1] = (1, 0)  # error 1
+    gt[1, 1, 1] = unknown
+    gt[1, 0] = (1e9, -1e9)  # the threshold itself is known flow
+    pred[1, 0] = (1e9, -1e9)
+    np.testing.assert_array_equal(known_flow(gt), [[True, True], [True, False]])
+    assert end_point_error(pred, gt) == pytest.approx(6 / 3)
+
+
+def test_stereo_motorcycle_raw_disparities_give_a_finite_error():
+    """scikit-image marks unknown disparities inf: the error over the others equals the NaN-marked pair's."""
+    from skimage.data import stereo_motorcycle
+
+    disparity = stereo_motorcycle()[2]
+    raw = np.stack([-disparity, np.zeros_like(disparity)], axis=-1)
+    assert np.isinf(raw).any()
+    nan_marked = stereo_motorcycle_pair()[2]
+    pred = np.zeros_like(raw)
+    assert np.isfinite(end_point_error(pred, raw))
+    assert end_point_error(pred, raw) == end_point_error(pred, nan_marked)
+    assert known_flow(raw).sum() == np.isfinite(disparity).sum()
+
+
+def test_arrow_scale_makes_the_longest_arrow_fill_the_grid_step():
+    image = chelsea()[:64, :96]
+    flow = np.zeros((64, 96, 2), dtype=np.float32)
+    flow[..., 0] = np.linspace(0, 0.05, 96)  # a twentieth of a pixel at most: invisible at scale 1
+    flow[0, 0] = np.inf  # unknown: not on the grid's measure
+    assert visible_arrows(flow, 16, 1.0) == 0 and (flow_arrows(image, flow, 16) == image).all()
+    scale = arrow_scale(flow, 16)
+    grid = flow[8::16, 8::16, 0]
+    assert scale == pytest.approx(0.9 * 16 / grid.max())
+    assert visible_arrows(flow, 16, scale) == (grid * scale >= 1).sum() > 0
+    assert (flow_arrows(image, flow, 16, scale) != image).any()
+    assert arrow_scale(np.zeros((8, 8, 2)), 4) == 0.0
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        arrow_scale(flow, 0)
 
 
 # ---------------------------------------------------------------------------------------------------------

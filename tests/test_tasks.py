@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import PIL.Image
+import PIL.ImageSequence
 import pytest
 import torch
 from conftest import SMALL_CONFIGS, randomize_
@@ -17,7 +19,15 @@ from perceiver_io import PerceiverConfig
 from perceiver_io.adapters.image import patches_for_flow
 from perceiver_io.processing import PerceiverImageProcessor
 from perceiver_io.tasks import autoencode, classify, fill_mask, optical_flow
-from perceiver_io.tasks.autoencode import ClipGeometry, center_square_resize, psnr, read_clips
+from perceiver_io.tasks.autoencode import (
+    ClipGeometry,
+    NoAudioTrackError,
+    center_square_resize,
+    gif_durations,
+    psnr,
+    read_clips,
+    write_gif,
+)
 from perceiver_io.tasks.classify import class_names, imagenet_class_names, original_processor
 
 COLAB_TEXT = "This is an incomplete sentence where some words are missing."
@@ -213,6 +223,29 @@ def test_classify_rejects_unreadable_images(tmp_path):
         classify(model, [np.zeros((4, 4, 2))])
 
 
+@pytest.mark.parametrize("value", [0, -1, 2.0, True])
+def test_counts_must_be_positive_integers(mlm, flow_model, value):
+    """top_k 0 used to return empty lists without a word."""
+    classifier = small_model("PerceiverForImageClassificationLearned")
+    with pytest.raises(ValueError, match=rf"top_k must be an integer >= 1, got {value!r}"):
+        classify(classifier, [data.chelsea()], top_k=value)
+    with pytest.raises(ValueError, match=rf"batch_size must be an integer >= 1, got {value!r}"):
+        classify(classifier, [data.chelsea()], batch_size=value)
+    with pytest.raises(ValueError, match=rf"top_k must be an integer >= 1, got {value!r}"):
+        fill_mask(mlm, "a [MASK:1]", top_k=value)
+
+
+def test_flow_frames_outside_0_255_are_refused(flow_model):
+    frame = data.astronaut()[:8, :12].astype(np.float32)
+    bad = frame.copy()
+    bad[0, 0, 0] = np.nan
+    bad[1, 1, 1] = 300
+    with pytest.raises(ValueError, match=r"a frame holds 2 values outside 0\.\.255 or not finite"):
+        optical_flow(flow_model, frame, bad)
+    with pytest.raises(ValueError, match=r"\[H, W, 3\] RGB with H, W > 0, got shape \(0, 12, 3\)"):
+        optical_flow(flow_model, frame[:0], frame[:0])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # optical flow
 
@@ -405,7 +438,7 @@ def test_read_clips_errors(tmp_path):
     )
     frames = np.zeros((3, 16, 16, 3), dtype=np.uint8)
     write_test_video(tmp_path / "silent.mkv", frames)
-    with pytest.raises(ValueError, match="has no audio track; pass --no-audio"):
+    with pytest.raises(NoAudioTrackError, match="has no audio track; allow_silence=True uses silence"):
         read_clips(tmp_path / "silent.mkv", geometry)
     clips = read_clips(tmp_path / "silent.mkv", geometry, allow_silence=True)
     assert not clips.has_audio and clips.audio.shape == (1, 64) and not clips.audio.any()
@@ -418,3 +451,35 @@ def test_read_clips_errors(tmp_path):
         read_clips(tmp_path / "text.mkv", geometry)
     with pytest.raises(ValueError, match="no such file"):
         read_clips(tmp_path / "missing.mkv", geometry)
+    PIL.Image.fromarray(data.chelsea()).save(tmp_path / "still.jpg")
+    with pytest.raises(ValueError, match=r"still\.jpg is a still image, not a video"):
+        read_clips(tmp_path / "still.jpg", geometry, allow_silence=True)
+    with pytest.raises(ValueError, match="max_windows must be >= 1"):
+        read_clips(tmp_path / "silent.mkv", geometry, max_windows=0)
+
+
+def test_read_clips_counts_the_frames_it_leaves_out(tmp_path):
+    geometry = ClipGeometry.from_config(
+        PerceiverConfig.from_dict({**SMALL_CONFIGS["PerceiverForMultimodalAutoencoding"], **MM_CONFIG})
+    )
+    frames = np.stack([np.roll(data.astronaut()[::16, ::16], k, axis=1) for k in range(7)])
+    write_test_video(tmp_path / "seven.mkv", frames, fps=30)
+    clips = read_clips(tmp_path / "seven.mkv", geometry, allow_silence=True)
+    assert clips.video.shape[0] == 3 and clips.dropped_frames == 1 and clips.fps == 30
+    # Reading stopped by max_windows leaves nothing out "at the end": the rest was not asked for.
+    assert read_clips(tmp_path / "seven.mkv", geometry, max_windows=2, allow_silence=True).dropped_frames == 0
+    assert read_clips(tmp_path / "seven.mkv", geometry, max_windows=5, allow_silence=True).dropped_frames == 1
+
+
+@pytest.mark.parametrize("fps", [23.976, 25.0, 29.97, 30.0, 12.5])
+def test_gif_durations_keep_the_frame_rate(tmp_path, fps):
+    """Each frame lasts whole hundredths (the GIF unit), and n frames last n/fps to within 5 ms, written and read
+    back by Pillow."""
+    durations = gif_durations(50, fps)
+    assert all(d % 10 == 0 for d in durations)
+    for n in range(1, 51):
+        assert abs(sum(durations[:n]) - 1000 * n / fps) <= 5
+    frames = np.stack([np.full((4, 4, 3), n / 50) for n in range(50)])
+    write_gif(tmp_path / "a.gif", frames, fps)
+    with PIL.Image.open(tmp_path / "a.gif") as gif:
+        assert [gif.info["duration"] for _ in PIL.ImageSequence.Iterator(gif)] == durations

@@ -6,7 +6,6 @@ import copy
 import inspect
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from perceiver_io.checkpoints.files import staged_files
 from perceiver_io.checkpoints.hub import HubOptions, resolve_source
+from perceiver_io.checkpoints.safe_pickle import CheckpointFormatError
 from perceiver_io.checkpoints.transformers_names import name_table
 from perceiver_io.config import PerceiverConfig, read_config_dict, to_torch_dtype
 from perceiver_io.model import no_init_weights
@@ -189,21 +190,44 @@ def _as_device(value: Any) -> torch.device:
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The state dict in a transformers folder: safetensors (single or sharded) first, else a .bin read safely."""
-    from safetensors.torch import load_file
+    """The state dict in a transformers folder: safetensors (single or sharded) first, else a .bin read safely.
 
+    A file that cannot be read (truncated, garbled) raises ``CheckpointFormatError`` naming it."""
     if (folder / "model.safetensors").is_file():
-        return load_file(folder / "model.safetensors")
-    if (folder / "model.safetensors.index.json").is_file():
-        index = json.loads((folder / "model.safetensors.index.json").read_text())
+        return _read_weight_file(folder / "model.safetensors")
+    index_path = folder / "model.safetensors.index.json"
+    if index_path.is_file():
+        try:
+            shards = sorted(set(json.loads(index_path.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            why = f"{type(err).__name__}: {err}"
+            raise CheckpointFormatError(f"{index_path}: not a safetensors index ({why})") from None
         state: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            state.update(load_file(folder / shard))
+        for shard in shards:
+            state.update(_read_weight_file(folder / shard))
         return state
     if (folder / "pytorch_model.bin").is_file():
-        # weights_only refuses any pickled object other than tensors and plain containers.
-        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        return _read_weight_file(folder / "pytorch_model.bin")
     raise FileNotFoundError(f"{folder} has no weights: expected one of {WEIGHT_FILES}")
+
+
+def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
+    """One safetensors or .bin file → tensors; any failure of the readers becomes an error naming the file."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        if path.suffix == ".bin":
+            # weights_only refuses any pickled object other than tensors and plain containers.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            state = load_file(path)
+    except Exception as err:  # the readers raise their own types (SafetensorError, UnpicklingError, RuntimeError)
+        raise CheckpointFormatError(f"{path}: cannot be read as weights ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointFormatError(f"{path}: expected a mapping of names to tensors; got {type(state).__name__}")
+    return state
 
 
 def load_transformers_state_dict(
@@ -309,7 +333,12 @@ def transformers_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
-    """config.json + model.safetensors that transformers' ``from_pretrained`` loads; each file written atomically."""
+    """config.json + model.safetensors that transformers' ``from_pretrained`` loads.
+
+    Both files are written in full to hidden temporary files first and then renamed over the old ones, so a
+    process killed while saving leaves the previous model loadable; they get the user's umask (0644 under
+    0022), like any file the user writes.
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -317,15 +346,11 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
     config: PerceiverConfig = model.config
     config.architectures = [type(model).__name__]
     config.dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".safetensors.tmp")
-    os.close(fd)
-    try:
-        save_file(transformers_state_dict(model), tmp, metadata={"format": "pt"})
-        os.replace(tmp, directory / "model.safetensors")
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    config.save(directory)
+    # The weights are renamed into place first: a config naming weights that are not there yet would be a
+    # folder that looks like a model but is not one.
+    with staged_files([directory / "model.safetensors", directory / "config.json"]) as (weights, config_file):
+        save_file(transformers_state_dict(model), weights, metadata={"format": "pt"})
+        config_file.write_text(config.to_json_string(use_diff=False), encoding="utf-8")
 
 
 def load_model(source: str | os.PathLike, **config_overrides: Any) -> nn.Module:

@@ -13,6 +13,7 @@ Reading videos (`read_clips`) needs PyAV: ``pip install perceiver_io[video]``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import wave
@@ -128,6 +129,12 @@ def autoencode(
         raise ValueError(f"audio must hold {geometry.audio_samples} samples for this model; got {audio.shape[0]}")
     if chunks < 1:
         raise ValueError(f"chunks must be >= 1, got {chunks}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    for name, values in (("video", video), ("audio", audio)):
+        bad = int((~np.isfinite(values)).sum())
+        if bad:
+            raise ValueError(f"{name} holds {bad} NaN or infinite values")
     chunks = min(chunks, geometry.audio_patches, geometry.pixels)
 
     device = model_device(model)
@@ -174,13 +181,19 @@ def autoencode(
 class Clips:
     """``video``: uint8 (N, T, S, S, 3) windows of consecutive frames; ``audio``: float32 (N, A) channel 0 of
     the soundtrack resampled to ``sample_rate``, window n holding samples ``[n·A, (n+1)·A)``, zero-padded
-    past the end (all zeros without a soundtrack); ``fps``: the video's frame rate."""
+    past the end (all zeros without a soundtrack); ``fps``: the video's frame rate; ``dropped_frames``: frames
+    at the end of the video too few to fill a window, left out (0 when ``max_windows`` stopped the reading)."""
 
     video: np.ndarray
     audio: np.ndarray
     fps: float
     sample_rate: int
     has_audio: bool
+    dropped_frames: int = 0
+
+
+class NoAudioTrackError(ValueError):
+    """The video has no soundtrack and silence was not allowed (``read_clips(..., allow_silence=True)``)."""
 
 
 def center_square_resize(frame: np.ndarray, size: int) -> np.ndarray:
@@ -215,11 +228,17 @@ def read_clips(
     As in the colab, audio is assigned by sample count (``audio_samples`` per window from the start), not by
     time stamps: it stays in sync only for 25 fps video at 48 kHz. Undecodable packets are skipped.
 
+    Frames after the last full window are left out; `Clips.dropped_frames` says how many.
+
     Raises:
         ImportError: PyAV is missing.
-        ValueError: not a readable video, fewer frames than one window, or no soundtrack without
-            ``allow_silence``.
+        ValueError: not a readable video (a still image included), fewer frames than one window.
+        NoAudioTrackError: no soundtrack, and ``allow_silence`` is False.
     """
+    if max_windows is not None and max_windows < 1:
+        raise ValueError(f"max_windows must be >= 1 (or None for all), got {max_windows}")
+    if sample_rate < 1:
+        raise ValueError(f"sample_rate must be >= 1, got {sample_rate}")
     av = _import_av()
     if not os.path.isfile(path):
         raise ValueError(f"{os.fspath(path)}: no such file")
@@ -230,10 +249,11 @@ def read_clips(
     with container:
         if not container.streams.video:
             raise ValueError(f"{os.fspath(path)} has no video stream")
+        # FFmpeg opens a PNG or JPEG as a one-frame video ("png_pipe"); it is not what the user meant.
+        if container.format.name.endswith("_pipe") or container.format.name == "image2":
+            raise ValueError(f"{os.fspath(path)} is a still image, not a video")
         if not container.streams.audio and not allow_silence:
-            raise ValueError(
-                f"{os.fspath(path)} has no audio track; pass --no-audio (allow_silence=True) to use silence"
-            )
+            raise NoAudioTrackError(f"{os.fspath(path)} has no audio track; allow_silence=True uses silence")
         has_audio = bool(container.streams.audio)
         frames, audio, fps = _decode(av, container, geometry, max_windows, sample_rate)
     windows = len(frames) // geometry.num_frames
@@ -241,6 +261,8 @@ def read_clips(
         raise ValueError(
             f"{os.fspath(path)} has {len(frames)} decodable frames; the model needs {geometry.num_frames} per clip"
         )
+    stopped_early = max_windows is not None and windows >= max_windows
+    dropped = 0 if stopped_early else len(frames) - windows * geometry.num_frames
     video = np.stack(frames[: windows * geometry.num_frames])
     video = video.reshape(windows, geometry.num_frames, *video.shape[1:])
     samples = np.zeros(windows * geometry.audio_samples, dtype=np.float32)
@@ -252,6 +274,7 @@ def read_clips(
         fps=fps,
         sample_rate=sample_rate,
         has_audio=has_audio,
+        dropped_frames=dropped,
     )
 
 
@@ -294,10 +317,21 @@ def _decode(av, container, geometry: ClipGeometry, max_windows: int | None, samp
 # Writing results
 
 
+def gif_durations(count: int, fps: float) -> list[int]:
+    """Display times in milliseconds of ``count`` frames at ``fps``, each a whole number of hundredths (all a
+    GIF stores): frame n ends at ``round(100·(n+1)/fps)`` hundredths, so the GIF keeps the video's rate on
+    average (23.976 fps alternates 40 and 50 ms) instead of rounding every frame the same way (25 fps)."""
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    ends = [round(100 * n / fps) for n in range(count + 1)]
+    return [10 * max(1, end - start) for start, end in itertools.pairwise(ends)]
+
+
 def write_gif(path: str | os.PathLike[str], frames: np.ndarray, fps: float) -> None:
-    """Frames (N, H, W, 3) in [0, 1] → an endlessly looping GIF (PIL; identical consecutive frames merge)."""
+    """Frames (N, H, W, 3) in [0, 1] → an endlessly looping GIF at ``fps`` on average (`gif_durations`)."""
     images = [PIL.Image.fromarray(np.rint(f * 255).astype(np.uint8)) for f in np.clip(frames, 0, 1)]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    durations = gif_durations(len(images), fps)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
 
 
 def write_wav(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int) -> None:

@@ -150,9 +150,12 @@ def classify(
 
     Raises:
         TypeError: ``model`` is not an image classifier.
-        ValueError: an unreadable image, or labels that do not match the model.
+        ValueError: an unreadable image, labels that do not match the model, ``top_k`` or ``batch_size`` < 1.
     """
     require_head(model, IMAGE_CLASSIFIERS, "classify")
+    for name, value in (("top_k", top_k), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     names = class_names(model, labels)
     process = _resolve_processor(processor, model.config.image_size)
     device = model_device(model)

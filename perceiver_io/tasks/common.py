@@ -1,4 +1,4 @@
-"""What the four task functions share: head checks, evaluation mode, image loading and progress bars."""
+"""What the four task functions share: head checks, evaluation mode, image arrays and progress bars."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import PIL.Image
 import torch
 from torch import nn
 from tqdm import tqdm
+
+from perceiver_io.tasks.images import load_image, pil_to_rgb
 
 IMAGE_CLASSIFIERS = (
     "PerceiverForImageClassificationLearned",
@@ -47,39 +49,31 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as uint8 RGB ``[H, W, 3]`` (grey, palette and alpha images are converted).
+def as_rgb_array(image: Any, index: int = 0) -> np.ndarray:
+    """A path, PIL image, ``[H, W, 3]`` RGB or ``[H, W]`` grey array (uint8, or numbers in 0..255, rounded) → uint8
+    RGB ``[H, W, 3]``. Files are read by `load_image`.
 
     Raises:
-        ValueError: the file does not exist or is not an image PIL can decode.
+        ValueError: an unreadable file, an array of another shape, or values outside 0..255 (never clipped).
     """
-    try:
-        with PIL.Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except FileNotFoundError:
-        raise ValueError(f"{os.fspath(path)}: no such file") from None
-    except (PIL.UnidentifiedImageError, OSError) as err:
-        # PIL raises OSError for truncated or corrupt data too; both mean "not a usable image".
-        raise ValueError(f"{os.fspath(path)}: not a readable image ({err})") from None
-
-
-def as_rgb_array(image: Any, index: int = 0) -> np.ndarray:
-    """A path, PIL image, ``[H, W, 3]`` RGB or ``[H, W]`` grey array (uint8, or numbers in 0..255) → uint8 RGB
-    ``[H, W, 3]``."""
     if isinstance(image, (str, os.PathLike)):
         return load_image(image)
     if isinstance(image, PIL.Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return pil_to_rgb(image, f"image {index}")
     array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=-1)
-    if array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3) or 0 in array.shape:
         raise ValueError(f"image {index} has shape {array.shape}; expected [H, W, 3] RGB or [H, W] grey")
-    if array.dtype == np.uint8:
-        return array
-    if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
-        raise ValueError(f"image {index} must hold finite numbers in 0..255, got dtype {array.dtype}")
-    return np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+            raise ValueError(f"image {index} must hold real numbers in 0..255, got dtype {array.dtype}")
+        outside = int((~((array >= 0) & (array <= 255))).sum())  # NaN is outside too
+        if outside:
+            raise ValueError(
+                f"image {index}: {outside} of {array.size} values are outside 0..255 or not finite (an image "
+                "array holds 0..255; scale floats in [0, 1] by 255 first)"
+            )
+        array = np.rint(array).astype(np.uint8)
+    return np.repeat(array[..., None], 3, axis=-1) if array.ndim == 2 else array
 
 
 def progress_bar(total: int, unit: str, enabled: bool) -> tqdm:

@@ -120,9 +120,14 @@ def fill_mask(
 
     Raises:
         TypeError: ``model`` is not a masked-language model.
-        ValueError: nothing masked, a span outside the text, or text longer than the model's window.
+        ValueError: nothing masked, a span outside the text, text longer than the model's window, or
+            ``top_k`` < 1.
     """
     require_head(model, FILL_MASK_HEADS, "fill-mask")
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
     if spans is None:
         data, spans, originals = parse_masked_text(text)
     else:

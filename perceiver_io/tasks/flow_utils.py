@@ -4,7 +4,8 @@ Conventions used throughout:
 - a flow field is a float32 array ``[H, W, 2]`` holding ``(u, v)`` in pixels, ``u`` to the right and ``v``
   *down* (image rows), mapping each pixel of frame 1 to its position in frame 2;
 - frames are ``[H, W, 3]`` arrays (RGB);
-- a NaN in a ground-truth flow marks a pixel without ground truth.
+- a pixel without ground truth holds NaN, ±inf or a component of magnitude above 1e9 (the Middlebury tools'
+  "unknown flow", e.g. 1e10); `known_flow` tells them apart.
 
 The tiling (`tile_origins`, `pyramid_weights`, `tiled_flow`) reproduces DeepMind's Perceiver IO optical-flow
 colab (`compute_grid_indices` / `compute_optical_flow`, after commit 8cc5c39) so that any per-tile predictor,
@@ -28,6 +29,9 @@ from PIL import Image, ImageDraw, ImageFont
 FLO_MAGIC = 202021.25
 # The Middlebury tools treat components above this as "unknown flow".
 _UNKNOWN_FLOW_THRESHOLD = 1e9
+
+# Shorter arrows would render as noise, so `flow_arrows` leaves them out.
+MIN_ARROW_LENGTH = 1.0
 
 # Defaults of DeepMind's colab: the model's training size and the minimum overlap between tiles.
 TRAIN_SIZE = (368, 496)
@@ -249,6 +253,26 @@ def flow_to_color_with_legend(
     return np.asarray(canvas)
 
 
+def arrow_scale(flow: np.ndarray, step: int = 16, fill: float = 0.9) -> float:
+    """The ``scale`` for `flow_arrows` that draws the longest arrow on its grid ``fill · step`` pixels long, so
+    arrows are visible on small flows and do not overlap on large ones; 0.0 if the grid holds no known motion.
+    """
+    flow = _check_flow(flow)
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    grid = flow[step // 2 :: step, step // 2 :: step].astype(np.float64)
+    grid = grid[known_flow(grid)]
+    longest = float(np.hypot(grid[:, 0], grid[:, 1]).max()) if len(grid) else 0.0
+    return fill * step / longest if longest > 0 else 0.0
+
+
+def visible_arrows(flow: np.ndarray, step: int = 16, scale: float = 1.0) -> int:
+    """How many arrows `flow_arrows` draws with these ``step`` and ``scale`` (the others are under a pixel)."""
+    grid = _check_flow(flow)[step // 2 :: step, step // 2 :: step].astype(np.float64) * scale
+    with np.errstate(invalid="ignore"):
+        return int((np.hypot(grid[..., 0], grid[..., 1]) >= MIN_ARROW_LENGTH).sum())
+
+
 def flow_arrows(
     image: np.ndarray,
     flow: np.ndarray,
@@ -262,7 +286,8 @@ def flow_arrows(
         image: ``[H, W, 3]`` or ``[H, W]``, uint8 or values in 0..255 (clipped).
         flow: ``[H, W, 2]``; pixels with non-finite flow get no arrow.
         step: grid spacing in pixels; the first arrow starts ``step // 2`` from the top-left corner.
-        scale: arrow length per pixel of flow.
+        scale: arrow length per pixel of flow (`arrow_scale` chooses one that makes arrows visible); arrows
+            shorter than a pixel are not drawn (`visible_arrows` counts the others).
         color: RGB arrow colour.
 
     Returns:
@@ -285,8 +310,7 @@ def flow_arrows(
         for x in range(step // 2, width, step):
             u, v = (float(c) * scale for c in flow[y, x])
             length = math.hypot(u, v)
-            # Sub-pixel arrows would render as noise.
-            if not math.isfinite(length) or length < 1.0:
+            if not math.isfinite(length) or length < MIN_ARROW_LENGTH:
                 continue
             tip = (x + u, y + v)
             draw.line([(x, y), tip], fill=color, width=1)
@@ -302,12 +326,20 @@ def flow_arrows(
 # Metrics
 
 
+def known_flow(flow: np.ndarray) -> np.ndarray:
+    """bool ``[H, W]``: True where both components are finite and at most 1e9 in magnitude (ground truth)."""
+    flow = _check_flow(flow)
+    with np.errstate(invalid="ignore"):
+        return (np.abs(flow) <= _UNKNOWN_FLOW_THRESHOLD).all(axis=-1)
+
+
 def end_point_error(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None) -> float:
     """Mean end-point error ``‖pred − gt‖₂`` over valid pixels, in pixels.
 
     Args:
         pred: ``[H, W, 2]`` predicted flow.
-        gt: ``[H, W, 2]`` ground truth; a pixel with a NaN in either component is invalid.
+        gt: ``[H, W, 2]`` ground truth; a pixel with NaN, ±inf or a component above 1e9 in magnitude (see
+            `known_flow`) is invalid.
         valid: optional bool ``[H, W]``; pixels where it is False are left out as well.
 
     Raises:
@@ -317,7 +349,7 @@ def end_point_error(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None =
     gt = _check_flow(gt, "gt")
     if pred.shape != gt.shape:
         raise ValueError(f"pred {pred.shape} and gt {gt.shape} must have the same shape")
-    mask = ~np.isnan(gt).any(axis=-1)
+    mask = known_flow(gt)
     if valid is not None:
         valid = np.asarray(valid, dtype=bool)
         if valid.shape != gt.shape[:2]:

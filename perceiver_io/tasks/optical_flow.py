@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from perceiver_io.adapters.image import patches_for_flow
-from perceiver_io.tasks.common import evaluating, load_image, model_device, progress_bar, require_head
+from perceiver_io.tasks.common import evaluating, model_device, progress_bar, require_head
 from perceiver_io.tasks.flow_utils import MIN_OVERLAP, tile_origins, tiled_flow
+from perceiver_io.tasks.images import load_image, pil_to_rgb
 
 FLOW_SCALE_FACTOR = 20.0
 FLOW_HEADS = ("PerceiverForOpticalFlow",)
@@ -32,15 +33,24 @@ def default_overlap(tile: tuple[int, int]) -> int:
 
 
 def as_frame(frame: Any) -> np.ndarray:
-    """A path, PIL image or ``[H, W, 3]`` array in 0..255 → float32 ``[H, W, 3]`` (floats are not rounded)."""
+    """A path, PIL image or ``[H, W, 3]`` array in 0..255 → float32 ``[H, W, 3]`` (floats are not rounded).
+
+    Raises:
+        ValueError: an unreadable file, another shape, an empty frame, or values outside 0..255 or not finite.
+    """
     if isinstance(frame, (str, os.PathLike)):
         frame = load_image(frame)
     if isinstance(frame, PIL.Image.Image):
-        frame = frame.convert("RGB")
-    array = np.asarray(frame, dtype=np.float32)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"a frame must be [H, W, 3] RGB, got shape {array.shape}")
-    return array
+        frame = pil_to_rgb(frame, "frame")
+    array = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise ValueError(f"a frame must hold real numbers in 0..255, got dtype {array.dtype}")
+    if array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
+        raise ValueError(f"a frame must be [H, W, 3] RGB with H, W > 0, got shape {array.shape}")
+    outside = int((~((array >= 0) & (array <= 255))).sum())  # NaN is outside too
+    if outside:
+        raise ValueError(f"a frame holds {outside} values outside 0..255 or not finite")
+    return array.astype(np.float32)
 
 
 def predict_tile(model: nn.Module, frame1: np.ndarray, frame2: np.ndarray) -> np.ndarray:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from perceiver_io.checkpoints.files import staged_file
 
 FORMAT_VERSION = 1
 
@@ -65,7 +67,7 @@ def save_training_state(
     rank with its own ``path`` if ranks draw different random numbers (dropout, augmentation).
 
     The file is written to a temporary file in the same directory, fsynced and then renamed over ``path``, so
-    a crash or error mid-write leaves the previous checkpoint intact.
+    a crash or error mid-write leaves the previous checkpoint intact; it gets the user's umask (0644 under 0022).
     """
     path = Path(path)
     payload = {
@@ -78,22 +80,8 @@ def save_training_state(
         "extra": extra or {},
         "rng": _rng_state(),
     }
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    # Make the rename itself durable (POSIX: the directory entry lives in the directory's own data).
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with staged_file(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def load_training_state(
@@ -114,7 +102,15 @@ def load_training_state(
     Returns:
         ``{"step": int, "data_state": dict, "extra": dict}``
     """
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{os.fspath(path)}: no such training checkpoint") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        # A truncated or foreign file: torch's message names neither the file nor what it expected.
+        raise ValueError(f"{os.fspath(path)}: not a readable training checkpoint ({err})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{os.fspath(path)}: not a training checkpoint (holds a {type(state).__name__})")
     if state.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unknown checkpoint format {state.get('format_version')!r}")
     if model is not None:
