@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pickle
+import pickletools
 import shutil
 import struct
 import zipfile
@@ -236,6 +237,13 @@ class _Payload:
         return self.call, self.args
 
 
+def _latin1(text: object, encoding: object) -> bytes:
+    """What protocol 2 stores bytes as: ``_codecs.encode(str, "latin1")``; any other call is not a checkpoint."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode({text!r}, {encoding!r})")
+    return text.encode("latin-1")
+
+
 def _reference_load(data: bytes) -> dict[str, np.ndarray] | None:
     """The test's own reading of a Haiku pickle: numpy reconstructors and dict-like Haiku mappings only, the
     whole data consumed, a {module: {param: numeric array}} tree (or {'params', 'state'}); None if not one."""
@@ -249,7 +257,7 @@ def _reference_load(data: bytes) -> dict[str, np.ndarray] | None:
         ("haiku._src.data_structures", "frozendict"): dict,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): lambda text, enc: text.encode("latin-1"),
+        ("_codecs", "encode"): _latin1,
     }
     for module in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric"):
         for name in ("_reconstruct", "scalar", "_frombuffer"):
@@ -257,12 +265,25 @@ def _reference_load(data: bytes) -> dict[str, np.ndarray] | None:
                 importlib.import_module(module.replace("numpy.core", "numpy._core")), name, None
             )
 
-    class Reference(pickle.Unpickler):
+    # The pure-Python unpickler keeps its memo in a dict: a corrupt memo index costs it nothing.
+    class Reference(pickle._Unpickler):
         def find_class(self, module, name):
             if allowed.get((module, name)) is None:
                 raise pickle.UnpicklingError(f"{module}.{name}")
             return allowed[(module, name)]
 
+    # The documented rule of load_haiku_pickle: memo entries are numbered in order as every pickler writes them
+    # (an index beyond them is refused as corrupt: the C unpickler would allocate memory in proportion to it).
+    try:
+        stored = 0
+        for opcode, arg, position in pickletools.genops(io.BytesIO(data)):
+            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and arg > stored:
+                return None
+            if opcode.name == "FRAME" and arg > len(data) - position - 9:  # a frame longer than the data
+                return None
+            stored += opcode.name == "MEMOIZE" or (opcode.name.endswith("PUT") and arg == stored)
+    except Exception:  # not even a sequence of opcodes
+        return None
     stream = io.BytesIO(data)
     try:
         tree = Reference(stream).load()
@@ -396,3 +417,16 @@ def test_fuzz_deepmind_loader(slow, tmp_path, tmp_path_factory):
     )
     fuzz(tally, plan, one, examples(30, slow), tmp_path_factory.getbasetemp())
     assert_no_failures(tally)
+
+
+def test_corrupt_memo_index_is_refused_before_allocating(tmp_path):
+    # Found by the fuzzer: one flipped byte turned BINPUT ("q") into LONG_BINPUT ("r") with an index near 2**32;
+    # the C unpickler then grew its memo to tens of gigabytes (MemoryError, or the OOM killer).
+    path = tmp_path / "memo.pickle"
+    write_haiku_pickle(path, {"linear/w": np.ones((2, 2), np.float32)}, None, protocol=2)
+    data = path.read_bytes()
+    i = data.index(b"q\x00")
+    path.write_bytes(data[:i] + b"r\xf0\xff\xff\xff" + data[i + 2 :])
+    with pytest.raises(ValueError, match=r"memo index 4294967280 at byte \d+, where at most 0 entries exist") as info:
+        load_haiku_pickle(path)
+    assert str(path) in str(info.value)

@@ -24,7 +24,7 @@ from fuzz_inputs import (
     plans,
     shape_of,
 )
-from fuzzing import Case, Tally, assert_no_failures, close, examples, fuzz, run_case
+from fuzzing import Case, Tally, assert_no_failures, close, examples, fuzz, run_case, single_thread
 from hypothesis import strategies as st
 
 import perceiver_io
@@ -49,6 +49,11 @@ BUDGET = {
 @pytest.fixture(scope="module")
 def models(transformers_module, tmp_path_factory):
     """{head: (transformers model, our model from its save_pretrained folder)}, built once per module."""
+    with single_thread():
+        return _build_models(transformers_module, tmp_path_factory)
+
+
+def _build_models(transformers_module, tmp_path_factory) -> dict:
     out = {}
     for head, fields in SMALL_CONFIGS.items():
         torch.manual_seed(0)
