@@ -178,7 +178,7 @@ def class_label_problems(labels: torch.Tensor | None, batch: int, num_labels: in
     if labels.dtype == torch.float32:
         if tuple(labels.shape) != (batch, num_labels):
             return [("float labels shape", names)]
-        if not torch.isfinite(labels).all() or labels.min() < 0 or labels.max() > 1:
+        if labels.numel() and (not torch.isfinite(labels).all() or labels.min() < 0 or labels.max() > 1):
             return [("float labels outside [0, 1]", names)]
         return []
     return [("labels dtype", names)]
