@@ -15,6 +15,9 @@ Every generated call ends in exactly one outcome:
 
 The test asserts that there are no failures and prints one summary line per entry point; the summaries are also
 appended as JSON lines to ``$FUZZ_REPORT`` (if set) and to ``fuzz-report.jsonl`` in pytest's base temp dir.
+
+Run: ``pytest -s tests/test_fuzz_*.py`` (bounded CI profile, ~1,300 cases) or ``pytest -s -m slow tests/test_fuzz_*.py``
+(10x the examples); ``FUZZ_REPORT=fuzz.jsonl`` keeps the per-entry counts and one example per failure class.
 """
 
 from __future__ import annotations
