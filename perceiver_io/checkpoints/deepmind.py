@@ -179,7 +179,10 @@ def load_deepmind(cls: type | None, path: str | os.PathLike, **config_overrides:
     import perceiver_io
 
     ckpt = load_haiku_pickle(path)
-    name = identify_checkpoint(ckpt, exact=False)  # load_haiku_arrays then checks every array by name
+    try:
+        name = identify_checkpoint(ckpt, exact=False)  # load_haiku_arrays then checks every array by name
+    except ValueError as err:
+        raise ValueError(f"{os.fspath(path)}: {err}") from None  # the caller needs to know which file
     head = RELEASED[name].head
     if cls is not None and cls.__name__ not in (head, "PerceiverModel"):
         raise ValueError(f"{Path(path).name} holds DeepMind's {name} ({head}); it cannot be loaded as {cls.__name__}")

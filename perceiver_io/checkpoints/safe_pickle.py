@@ -13,8 +13,10 @@ from __future__ import annotations
 import collections
 import io
 import math
+import mmap
 import os
 import pickle
+import pickletools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -155,20 +157,32 @@ def load_haiku_pickle(source: str | os.PathLike[str] | bytes | bytearray) -> Hai
     if isinstance(source, bytes | bytearray):
         return _load(io.BytesIO(source), "<checkpoint bytes>")
     with open(source, "rb") as file:
-        return _load(file, os.fspath(source))
+        if os.fstat(file.fileno()).st_size == 0:
+            return _load(file, os.fspath(source))  # mmap cannot map an empty file; _load reports it
+        # Read through a memory map, which (like BytesIO) returns what is there when asked for more: a corrupt
+        # length field then cannot make a buffered file read allocate gigabytes before failing.
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return _load(mapped, os.fspath(source))
 
 
-def _load(file: BinaryIO, name: str) -> HaikuCheckpoint:
+def _load(file: BinaryIO | mmap.mmap, name: str) -> HaikuCheckpoint:
     head = file.read(16)
     if not head:
         raise CheckpointFormatError(f"{name}: the file is empty; {_EXPECTED}")
     if head[:1] != pickle.PROTO:
         raise CheckpointFormatError(f"{name}: this is {_describe_format(head)}; {_EXPECTED}")
     file.seek(0)
+    _check_memo_indices(file, name)
+    file.seek(0)
     try:
         tree = _AllowListUnpickler(file, name).load()
-    except (UnsafeCheckpointError, CheckpointFormatError):
+    except CheckpointFormatError:
         raise
+    except UnsafeCheckpointError as exc:
+        if str(exc).startswith(name):
+            raise
+        # The stand-ins (_latin1_encode, _numpy_from_jax_pickle) do not know the file; the reader needs it.
+        raise UnsafeCheckpointError(f"{name}: {exc}") from None
     except Exception as exc:  # the unpickler raises many types on bad data; all mean "not a valid pickle"
         # EOFError, or CPython's "pickle data was truncated", means the data stops early.
         problem = "truncated" if isinstance(exc, EOFError) or "truncated" in str(exc) else "corrupt"
@@ -178,6 +192,35 @@ def _load(file: BinaryIO, name: str) -> HaikuCheckpoint:
     if file.read(1):
         raise CheckpointFormatError(f"{name}: there are extra bytes after the end of the pickle; {_EXPECTED}")
     return _to_checkpoint(tree, name)
+
+
+def _check_memo_indices(file: BinaryIO | mmap.mmap, name: str) -> None:
+    """Refuse memo indices that no pickler writes, before the C unpickler sees them.
+
+    The C unpickler grows its memo table to the largest index a PUT names, so one corrupt byte (an index near
+    2**32) makes it allocate tens of gigabytes. Picklers number memo entries 0, 1, 2, ... in order, so an index
+    beyond the entries stored so far means the data is corrupt. Scanning the opcodes executes nothing.
+    """
+    stored = 0
+    try:
+        for opcode, arg, position in pickletools.genops(file):
+            if opcode.name == "MEMOIZE":
+                stored += 1
+            elif opcode.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                if arg > stored:
+                    raise CheckpointFormatError(
+                        f"{name}: the pickle is corrupt (memo index {arg} at byte {position}, where at most "
+                        f"{stored} entries exist); {_EXPECTED}"
+                    )
+                stored = max(stored, arg + 1)
+    except CheckpointFormatError:
+        raise
+    except Exception as exc:  # pickletools raises ValueError on unknown opcodes and short data, others on garbage
+        short = ("not enough data", "remain", "exhausted")
+        problem = "truncated" if any(word in str(exc) for word in short) else "corrupt"
+        raise CheckpointFormatError(
+            f"{name}: the pickle is {problem} ({type(exc).__name__}: {exc}); {_EXPECTED}"
+        ) from exc
 
 
 def _to_checkpoint(tree: Any, name: str) -> HaikuCheckpoint:
