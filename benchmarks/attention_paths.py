@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from common import RESULTS, interleaved, machine, write_json
+from machine import add_peak_arguments, cpu_description, markdown_header, peaks_for
 
 from perceiver_io.layers import onednn
 from perceiver_io.layers.attention import attention_path, plain_attention, sdpa_attention
@@ -36,6 +37,7 @@ CASES = {
     "multimodal_decoder_chunk": (1, 1, 6290, 784, 512, 512),
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+_PEAK_DTYPE = {"float32": "fp32", "bfloat16": "bf16"}
 
 
 def head_views(b: int, n: int, h: int, d: int, dtype: torch.dtype, g: torch.Generator) -> torch.Tensor:
@@ -73,21 +75,23 @@ def measure(name: str, dtype: torch.dtype, repeats: int) -> dict[str, Any]:
     }
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
+def markdown(rows: list[dict[str, Any]], cpu: dict[str, Any], peaks: dict[str, Any]) -> str:
     columns = ["sdpa", "plain unblocked", "plain blocked", "plain oneDNN"]
     lines = [
         "# Attention kernels (GFLOP/s; interleaved medians)",
         "",
+        *markdown_header(cpu, peaks),
         "policy: what `attention_path` picks with oneDNN switched off (`onednn.disabled()`, or under autograd);"
         " policy+oneDNN: what it picks in inference (the default).",
         "",
-        "| case | dtype | " + " | ".join(columns) + " | fastest | policy | policy+oneDNN |",
-        "|---|---|" + "---|" * (len(columns) + 3),
+        "| case | dtype | " + " | ".join(columns) + " | fastest | fastest % of peak | policy | policy+oneDNN |",
+        "|---|---|" + "---|" * (len(columns) + 4),
     ]
     for r in rows:
         cells = [f"{r['gflops'][c]:.0f}" if c in r["gflops"] else "–" for c in columns]
         lines.append(
-            f"| {r['case']} | {r['dtype']} | " + " | ".join(cells) + f" | {r['fastest']} | {r['policy']} | "
+            f"| {r['case']} | {r['dtype']} | " + " | ".join(cells) + f" | {r['fastest']} | "
+            f"{100 * r['gflops'][r['fastest']] / peaks[_PEAK_DTYPE[r['dtype']]]:.0f} % | {r['policy']} | "
             f"{r['policy_onednn']} |"
         )
     lines += ["", f"Machine: `{machine()}`", ""]
@@ -99,15 +103,17 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--repeats", type=int, default=5)
+    add_peak_arguments(parser)
     args = parser.parse_args()
+    peaks, cpu = peaks_for(args), cpu_description()
     rows = []
     for name in args.cases:
         for dtype in args.dtypes:
             rows.append(measure(name, DTYPES[dtype], args.repeats))
             r = rows[-1]
             print(name, dtype, {k: round(v) for k, v in r["gflops"].items()}, "policy:", r["policy"], flush=True)
-    write_json(RESULTS / "attention_paths.json", {"rows": rows, "machine": machine()})
-    text = markdown(rows)
+    write_json(RESULTS / "attention_paths.json", {"rows": rows, "machine": machine(), "cpu": cpu, "peaks": peaks})
+    text = markdown(rows, cpu, peaks)
     (RESULTS / "attention_paths.md").write_text(text)
     print(text)
 

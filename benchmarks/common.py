@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from machine import cpu_description
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count
 
 import perceiver_io
 from perceiver_io.inference import optimize_for_inference
@@ -136,28 +137,28 @@ def _linear_pointwise_flops(x, w, *args, out_shape=None, **kwargs) -> int:
     return 2 * math.prod(x[:-1]) * x[-1] * w[0]
 
 
+def _sdpa_cpu_backward_flops(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, q, k, v)
+
+
 def flop_counter() -> FlopCounterMode:
-    """torch's FLOP counter (2 FLOPs per multiply-add), also counting the two ops it misses that we call directly:
-    SDPA's CPU flash kernel and oneDNN's linear."""
+    """torch's FLOP counter (2 FLOPs per multiply-add), also counting the ops it misses that we call directly:
+    SDPA's CPU flash kernel (forward, and backward counted as torch counts the other SDPA kernels' backward,
+    recomputed scores included) and oneDNN's linear."""
     return FlopCounterMode(
         display=False,
         custom_mapping={
             torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
+            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward_flops,
             torch.ops.mkldnn._linear_pointwise: _linear_pointwise_flops,
         },
     )
 
 
-def _first_line(path: str, prefix: str) -> str | None:
-    try:
-        with open(path) as fh:
-            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith(prefix)), None)
-    except OSError:
-        return None
-
-
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on, including how loaded the machine was (load average, CPU pressure)."""
+    """What the numbers were measured on (``machine.cpu_description``: the CPU, its family/model/stepping and GEMM
+    ISA flags), including how loaded the machine was (load average, CPU pressure). The measured peaks are
+    ``machine.measure_peaks``."""
     import transformers
 
     with open("/proc/meminfo") as fh:
@@ -165,13 +166,14 @@ def machine() -> dict[str, Any]:
     pressure = None
     if os.path.exists("/proc/pressure/cpu"):
         pressure = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-    flags = (_first_line("/proc/cpuinfo", "flags") or "").split()
+    cpu = cpu_description()
     return {
-        "cpu": _first_line("/proc/cpuinfo", "model name") or platform.processor(),
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "cpu": cpu["model_name"],
+        "cpu_id": f"{cpu['vendor']} family {cpu['family']} model {cpu['model']} stepping {cpu['stepping']}",
+        "logical_cpus": cpu["logical_cpus"],
+        "torch_threads": cpu["torch_threads"],
         "memory_gib": round(mem_kb / 2**20, 1),
-        "isa": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags],
+        "isa": cpu["isa"],
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

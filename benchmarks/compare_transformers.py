@@ -42,6 +42,7 @@ from common import (
     speed_up,
     write_json,
 )
+from machine import achieved, add_peak_arguments, cpu_description, describe_peaks, markdown_header, peaks_for
 
 from perceiver_io.released import RELEASED
 
@@ -240,8 +241,12 @@ def _bf16_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def markdown(results: dict[str, dict[str, Any]]) -> str:
     rows = sorted(results.values(), key=lambda r: (r["model"], r["case"], r["dtype"], r["batch"]))
+    latest = max((r for r in rows if "peaks" in r), key=lambda r: r.get("finished", ""), default=None)
     lines = [
         "# perceiver_io vs transformers (same random weights, CPU)",
+        "",
+        *(markdown_header(latest["cpu_description"], latest["peaks"]) if latest else []),
+        "Rows from other runs are compared with their own run's peaks (listed under Machine(s)).",
         "",
         "Time: median seconds per forward (interleaved repeats after a warm-up). Speed-up: transformers' time ÷"
         " ours as *paired / best*: the median over rounds of same-round ratios, and the ratio of the fastest samples"
@@ -249,15 +254,16 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         " Peak: resident memory above the level before the forward (MiB). Agreement: fp32 rows give max|Δ| to"
         " transformers (to ours-torch where transformers fails) and ✓ when within the parity criterion"
         " (max|Δ| ≤ 1e-4·max(1,|ref|), rel L2 ≤ 1e-5); bf16"
-        " rows give the relative L2 error to our float32 output. GFLOP/s: counted FLOPs ÷ time.",
+        " rows give the relative L2 error to our float32 output. GFLOP/s: counted FLOPs ÷ time, and its % of the"
+        " GEMM peak of the row's dtype measured by the run that produced the row.",
         "",
         "Variants: *torch* = perceiver_io with oneDNN switched off (torch's kernels: the default before oneDNN became"
         " it); *oneDNN* = after `optimize_for_inference` (every linear on oneDNN: what the task helpers run; the"
         " default model, attention and MLPs on oneDNN, times within a few % of it: `default_path.md`).",
         "",
         "| model | case | batch | dtype | transformers s | torch s | oneDNN s | speed-up torch | speed-up"
-        " oneDNN | GFLOP/s tf / oneDNN | peak MiB tf / torch / oneDNN | memory ratio oneDNN/tf | agreement torch |"
-        " agreement oneDNN |",
+        " oneDNN | GFLOP/s (% of peak) tf / oneDNN | peak MiB tf / torch / oneDNN | memory ratio oneDNN/tf |"
+        " agreement torch | agreement oneDNN |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -280,7 +286,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
             *(f"{t:.2f}" if t else "–" for t in (t_ours, t_fast)),
             speed_up(v.get("transformers"), v.get("ours-torch")),
             speed_up(v.get("transformers"), v.get("ours+onednn")),
-            " / ".join(f"{r['flops'] / t / 1e9:.0f}" if t else "–" for t in (t_tf, t_fast)),
+            " / ".join(achieved(r["flops"], t, r.get("peaks"), r["dtype"]) for t in (t_tf, t_fast)),
             " / ".join(_fmt_mib(m) for m in (m_tf, m_ours, m_fast)),
             f"{m_fast / m_tf:.2f}" if m_tf and m_fast else "–",
             _agreement(r, "ours-torch") if "ours-torch" in v else "–",
@@ -294,6 +300,8 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
     }
     lines += ["", "Machine(s):", ""]
     lines += [f"- `{m}`" for m in sorted(machines)]
+    runs = {describe_peaks(r["peaks"]) for r in rows if "peaks" in r}
+    lines += ["", "Peaks measured by the runs behind these rows:", "", *(f"- {p}" for p in sorted(runs))]
     lines += ["", "Load during each row (1/5/15-min load average; CPU pressure):", ""]
     lines += [
         f"- {r['model']} {r['case']} b{r['batch']} {r['dtype']}: {r['machine']['loadavg']};"
@@ -312,6 +320,7 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", help="only cases whose name contains one of these (e.g. 'full')")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    add_peak_arguments(parser)
     args = parser.parse_args()
     if args.worker:
         job = json.loads(args.worker)
@@ -322,9 +331,12 @@ def main() -> None:
             print(json.dumps(memory_case(case, job["variant"])))
         return
     results = json.loads(JSON_PATH.read_text()) if JSON_PATH.is_file() else {}
+    # The machine's limits, measured once per run in this process (the workers' rows are compared with them).
+    peaks, cpu = peaks_for(args), cpu_description()
+    print(describe_peaks(peaks), flush=True)
     for case in cases(args.models, args.batches, args.dtypes, args.cases):
         print(f"{case.key} …", flush=True)
-        row = run_case(case, args.variants, args.repeats)
+        row = {**run_case(case, args.variants, args.repeats), "peaks": peaks, "cpu_description": cpu}
         results[case.key] = row
         write_json(JSON_PATH, results)
         MD_PATH.write_text(markdown(results))

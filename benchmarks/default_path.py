@@ -16,6 +16,7 @@ from typing import Any
 
 from common import RESULTS, VARIANT_HELP, machine, speed_up, write_json
 from compare_transformers import DTYPES, FP32_BASELINE, Case, cases, time_case
+from machine import achieved, add_peak_arguments, cpu_description, markdown_header, peaks_for
 
 VARIANTS = ["transformers", "ours-torch", "ours", "ours+onednn"]
 JSON_PATH = RESULTS / "default_path.json"
@@ -25,9 +26,12 @@ def _key(row: dict[str, Any]) -> str:
     return Case(row["model"], row["case"], row["batch"], row["dtype"]).key
 
 
-def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any]) -> str:
+def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any], cpu: dict[str, Any], peaks: dict) -> str:
     lines = [
         "# The default path: perceiver_io as loaded vs oneDNN off, optimize_for_inference and transformers",
+        "",
+        *markdown_header(cpu, peaks),
+        "Rows kept from earlier runs are compared with their own run's peaks (in the JSON).",
         "",
         *(f"- `{v}`: {VARIANT_HELP[v]}" for v in VARIANTS),
         "",
@@ -35,8 +39,10 @@ def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any]) -> str:
         " same-round ratios, and the ratio of the fastest samples (`common.speed_up`).",
         "",
         "| model | case | batch | dtype | " + " | ".join(f"{v} s" for v in VARIANTS) + " | ours-torch ÷ ours |"
-        " ours ÷ ours+onednn | transformers ÷ ours | transformers fp32 ÷ ours (bf16 rows) |",
-        "|---|---|---|---|" + "---|" * (len(VARIANTS) + 4),
+        " ours ÷ ours+onednn | transformers ÷ ours | transformers fp32 ÷ ours (bf16 rows) | GFLOP/s (% of peak) "
+        + " / ".join(VARIANTS)
+        + " |",
+        "|---|---|---|---|" + "---|" * (len(VARIANTS) + 5),
     ]
     for r in rows:
         v = r["variants"]
@@ -47,7 +53,8 @@ def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any]) -> str:
             speed_up(r.get(FP32_BASELINE), v["ours"]),
         ]
         cells = [r["model"], r["case"], str(r["batch"]), r["dtype"], *(f"{v[n]['seconds']:.2f}" for n in VARIANTS)]
-        lines.append("| " + " | ".join(cells + ups) + " |")
+        rate = " / ".join(achieved(r["flops"], v[n]["seconds"], r.get("peaks"), r["dtype"]) for n in VARIANTS)
+        lines.append("| " + " | ".join([*cells, *ups, rate]) + " |")
     lines += ["", f"Machine: `{machine_info}`", "", "Load during each row (1/5/15-min load average; CPU pressure):", ""]
     lines += [
         f"- {r['model']} b{r['batch']} {r['dtype']}: {r['machine']['loadavg']}; {r['machine']['cpu_pressure']}"
@@ -63,17 +70,19 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1])
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--repeats", type=int, default=5)
+    add_peak_arguments(parser)
     args = parser.parse_args()
+    peaks, cpu = peaks_for(args), cpu_description()
     # Rows accumulate across runs: a subset run replaces only its own cases.
     rows = json.loads(JSON_PATH.read_text())["rows"] if JSON_PATH.is_file() else []
     for case in cases(args.models, args.batches, args.dtypes, None):
         print(f"{case.key} …", flush=True)
-        row = time_case(case, VARIANTS, args.repeats)
+        row = {**time_case(case, VARIANTS, args.repeats), "peaks": peaks}
         rows = [r for r in rows if _key(r) != case.key] + [row]
         print("  " + ", ".join(f"{n} {t['seconds']:.2f}s" for n, t in row["variants"].items()), flush=True)
     machine_info = machine()
-    write_json(JSON_PATH, {"rows": rows, "machine": machine_info})
-    text = markdown(rows, machine_info)
+    write_json(JSON_PATH, {"rows": rows, "machine": machine_info, "cpu": cpu, "peaks": peaks})
+    text = markdown(rows, machine_info, cpu, peaks)
     (RESULTS / "default_path.md").write_text(text)
     print(text)
 

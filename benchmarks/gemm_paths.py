@@ -14,6 +14,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 from common import RESULTS, interleaved, machine, write_json
+from machine import add_peak_arguments, cpu_description, markdown_header, peaks_for
 
 from perceiver_io.layers import onednn
 
@@ -30,6 +31,7 @@ SHAPES = {
     "multimodal decoder MLP (chunk)": (6290, 1026, 1026),
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+_PEAK_DTYPE = {"float32": "fp32", "bfloat16": "bf16"}
 
 
 def measure(name: str, dtype: torch.dtype, repeats: int) -> dict:
@@ -57,13 +59,15 @@ def measure(name: str, dtype: torch.dtype, repeats: int) -> dict:
     }
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], cpu: dict, peaks: dict) -> str:
     variants = ["torch default", "oneDNN", "oneDNN pre-packed"]
     lines = [
         "# Linear layers: GFLOP/s (interleaved medians) and max |Δ| to float64",
         "",
-        "| shape | M×K×N | dtype | " + " | ".join(variants) + " | oneDNN ÷ default | max|Δ| default / oneDNN |",
-        "|---|---|---|---|---|---|---|---|",
+        *markdown_header(cpu, peaks),
+        "| shape | M×K×N | dtype | " + " | ".join(variants) + " | oneDNN ÷ default | max|Δ| default / oneDNN |"
+        " oneDNN % of peak |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         g, e = r["gflops"], r["max_abs_error"]
@@ -71,6 +75,7 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['shape']} | {'×'.join(map(str, r['mkn']))} | {r['dtype']} | "
             + " | ".join(f"{g[v]:.0f}" for v in variants)
             + f" | {g['oneDNN'] / g['torch default']:.2f}× | {e['torch default']:.1e} / {e['oneDNN']:.1e} |"
+            + f" {100 * g['oneDNN'] / peaks[_PEAK_DTYPE[r['dtype']]]:.0f} % |"
         )
     lines += ["", f"Machine: `{machine()}`", ""]
     return "\n".join(lines)
@@ -80,16 +85,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--repeats", type=int, default=9)
+    add_peak_arguments(parser)
     args = parser.parse_args()
     if not onednn.available():
         raise SystemExit("this PyTorch build has no oneDNN linear")
+    peaks, cpu = peaks_for(args), cpu_description()
     rows = []
     for name in SHAPES:
         for dtype in args.dtypes:
             rows.append(measure(name, DTYPES[dtype], args.repeats))
             print(name, dtype, {v: round(x) for v, x in rows[-1]["gflops"].items()}, flush=True)
-    write_json(RESULTS / "gemm_paths.json", {"rows": rows, "machine": machine()})
-    text = markdown(rows)
+    write_json(RESULTS / "gemm_paths.json", {"rows": rows, "machine": machine(), "cpu": cpu, "peaks": peaks})
+    text = markdown(rows, cpu, peaks)
     (RESULTS / "gemm_paths.md").write_text(text)
     print(text)
 

@@ -2,8 +2,7 @@
 
 Times each part with forward hooks (summed over a forward, median over ``--repeats`` forwards after a warm-up) and
 counts its FLOPs once, on the default-path model, with ``torch.utils.flop_counter`` (a multiply-add is 2 FLOPs).
-The instruction-set peak of this machine (2 Zen 5 cores) is about 470 GFLOP/s in float32 and 955 in bf16
-(shared/reference/performance.md).
+Each part's rate is compared with the GEMM peak of its dtype measured in the same run (``machine.measure_peaks``).
 
     .venv/bin/python benchmarks/parts.py [--model vision-perceiver-fourier] [--batches 1 8] [--dtypes fp32 bf16]
 """
@@ -19,10 +18,10 @@ from typing import Any
 import torch
 from common import RESULTS, VARIANT_HELP, cast_floats, flop_counter, forward, load_models, machine, write_json
 from compare_transformers import DTYPES, Case, make_inputs
+from machine import add_peak_arguments, cpu_description, markdown_header, peaks_for, percent_of_peak
 
 from perceiver_io.released import RELEASED
 
-PEAK_GFLOPS = {"fp32": 470.0, "bf16": 955.0}
 VARIANTS = ["ours-torch", "ours"]
 
 
@@ -73,7 +72,7 @@ def part_flops(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, int]
     return out
 
 
-def measure(model_name: str, batch: int, dtype: str, repeats: int) -> list[dict[str, Any]]:
+def measure(model_name: str, batch: int, dtype: str, repeats: int, peaks: dict[str, Any]) -> list[dict[str, Any]]:
     case = Case(model_name, "224x224", batch, dtype)
     inputs = make_inputs(case)
     reference = load_models(model_name, ["ours-torch"], torch.float32)["ours-torch"]
@@ -104,18 +103,21 @@ def measure(model_name: str, batch: int, dtype: str, repeats: int) -> list[dict[
                     gflop=flops[part] / 1e9,
                     seconds=seconds,
                     gflops=gflops,
-                    percent_of_peak=100 * gflops / PEAK_GFLOPS[dtype],
+                    percent_of_peak=percent_of_peak(flops[part], seconds, peaks, dtype),
                 )
             )
     return rows
 
 
-def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any]) -> str:
+def _percent(p: float | None) -> str:
+    return "–" if p is None else f"{p:.0f} %"
+
+
+def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any], cpu: dict[str, Any], peaks: dict) -> str:
     lines = [
         "# Achieved GFLOP/s per part (median of forwards; FLOPs counted, 2 per multiply-add)",
         "",
-        "Peak of this machine: ≈470 GFLOP/s fp32, ≈955 bf16 (2 cores, AVX-512).",
-        "",
+        *markdown_header(cpu, peaks),
         *(f"- `{v}`: {VARIANT_HELP[v]}" for v in VARIANT_HELP if any(r["variant"] == v for r in rows)),
         "",
         "| model | batch | dtype | variant | part | GFLOP | seconds | GFLOP/s | % of peak |",
@@ -124,7 +126,7 @@ def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any]) -> str:
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['variant']} | {r['part']} | {r['gflop']:.1f} | "
-            f"{r['seconds']:.3f} | {r['gflops']:.0f} | {r['percent_of_peak']:.0f} % |"
+            f"{r['seconds']:.3f} | {r['gflops']:.0f} | {_percent(r['percent_of_peak'])} |"
         )
     lines += ["", f"Machine: `{machine_info}`", ""]
     return "\n".join(lines)
@@ -136,17 +138,19 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--repeats", type=int, default=3)
+    add_peak_arguments(parser)
     args = parser.parse_args()
+    peaks, cpu = peaks_for(args), cpu_description()
     rows = []
     for batch in args.batches:
         for dtype in args.dtypes:
-            new = measure(args.model, batch, dtype, args.repeats)
+            new = measure(args.model, batch, dtype, args.repeats, peaks)
             rows += new
             for r in new:
                 print(r["variant"], batch, dtype, r["part"], f"{r['gflops']:.0f} GFLOP/s", flush=True)
     machine_info = machine()
-    write_json(RESULTS / "parts.json", {"rows": rows, "machine": machine_info})
-    text = markdown(rows, machine_info)
+    write_json(RESULTS / "parts.json", {"rows": rows, "machine": machine_info, "cpu": cpu, "peaks": peaks})
+    text = markdown(rows, machine_info, cpu, peaks)
     (RESULTS / "parts.md").write_text(text)
     print(text)
 

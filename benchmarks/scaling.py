@@ -27,12 +27,14 @@ from common import (
     MODEL_CACHE,
     RESULTS,
     VARIANT_HELP,
+    flop_counter,
     forward,
     machine,
     peak_memory,
     return_freed_memory_to_os,
     write_json,
 )
+from machine import achieved, add_peak_arguments, cpu_description, markdown_header, peaks_for
 
 import perceiver_io
 
@@ -76,13 +78,14 @@ def worker(mode: str, variant: str, side: int, repeats: int) -> dict[str, Any]:
     with torch.no_grad():
         if mode == "memory":
             return {"peak_bytes": peak_memory(lambda: forward(variant, model, inputs), runs=1)}
-        forward(variant, model, inputs)
+        with flop_counter() as counter:  # the warm-up forward, counted
+            forward(variant, model, inputs)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
             forward(variant, model, inputs)
             times.append(time.perf_counter() - start)
-    return {"seconds": min(times), "all_seconds": [round(t, 4) for t in times]}
+    return {"seconds": min(times), "all_seconds": [round(t, 4) for t in times], "flops": counter.get_total_flops()}
 
 
 def run_worker(mode: str, variant: str, side: int, repeats: int) -> tuple[dict | None, str | None]:
@@ -126,14 +129,16 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def markdown(points: list[dict[str, Any]], machine_info: dict[str, Any]) -> str:
+def markdown(points: list[dict[str, Any]], machine_info: dict[str, Any], cpu: dict[str, Any], peaks: dict) -> str:
     lines = [
         "# Scaling with input size (256×512 latents, fp32, batch 1)",
         "",
+        *markdown_header(cpu, peaks),
         *(f"- `{v}`: {VARIANT_HELP[v]}" for v in VARIANTS if any(p["variant"] == v for p in points)),
         "",
-        "| pixels | variant | seconds (fastest) | µs per pixel | peak MiB | peak ÷ input size | note |",
-        "|---|---|---|---|---|---|---|",
+        "| pixels | variant | seconds (fastest) | µs per pixel | GFLOP/s (% of peak) | peak MiB | peak ÷ input size |"
+        " note |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for p in sorted(points, key=lambda p: (p["inputs"], VARIANTS.index(p["variant"]))):
         n, sec, mem = p["inputs"], p.get("seconds"), p.get("peak_bytes")
@@ -142,6 +147,7 @@ def markdown(points: list[dict[str, Any]], machine_info: dict[str, Any]) -> str:
             p["variant"],
             f"{sec:.2f}" if sec else "–",
             f"{sec / n * 1e6:.1f}" if sec else "–",
+            achieved(p.get("flops"), sec, peaks, "fp32"),
             f"{mem / 2**20:,.0f}" if mem else "–",
             f"{mem / (n * CONFIG['d_model'] * 4):.1f}" if mem else "–",
             p.get("error", ""),
@@ -158,12 +164,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-seconds", type=float, default=120.0)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    add_peak_arguments(parser)
     args = parser.parse_args()
     if args.worker:
         job = json.loads(args.worker)
         print(json.dumps(worker(job["mode"], job["variant"], job["side"], job["repeats"])))
         return
     model_folder()
+    peaks, cpu = peaks_for(args), cpu_description()
     points, stopped = [], set()
     for side in sorted(args.sides):
         for variant in args.variants:
@@ -182,9 +190,12 @@ def main() -> None:
             points.append(point)
             print(point, flush=True)
     machine_info = machine()
-    write_json(RESULTS / "scaling.json", {"points": points, "config": CONFIG, "machine": machine_info})
+    write_json(
+        RESULTS / "scaling.json",
+        {"points": points, "config": CONFIG, "machine": machine_info, "cpu": cpu, "peaks": peaks},
+    )
     plot(points, RESULTS / "scaling.png")
-    text = markdown(points, machine_info)
+    text = markdown(points, machine_info, cpu, peaks)
     (RESULTS / "scaling.md").write_text(text)
     print(text)
 

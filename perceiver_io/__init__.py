@@ -1,5 +1,23 @@
 """Perceiver IO in PyTorch: DeepMind's architecture, transformers' interface."""
 
+from perceiver_io.components import (
+    PerceiverAudioPostprocessor,
+    PerceiverAudioPreprocessor,
+    PerceiverBasicDecoder,
+    PerceiverBasicVideoAutoencodingDecoder,
+    PerceiverClassificationDecoder,
+    PerceiverClassificationPostprocessor,
+    PerceiverEmbeddingDecoder,
+    PerceiverImagePreprocessor,
+    PerceiverMultimodalDecoder,
+    PerceiverMultimodalPostprocessor,
+    PerceiverMultimodalPreprocessor,
+    PerceiverOneHotPreprocessor,
+    PerceiverOpticalFlowDecoder,
+    PerceiverProjectionDecoder,
+    PerceiverProjectionPostprocessor,
+    PerceiverTextPreprocessor,
+)
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.heads import (
     PerceiverForImageClassificationConvProcessing,
@@ -38,4 +56,24 @@ __all__ = [
     "PerceiverModelOutput",
     "PerceiverPreTrainedModel",
     "PerceiverTokenizer",
+]
+
+# Building blocks for custom models (transformers' modeling_perceiver names).
+__all__ += [
+    "PerceiverAudioPostprocessor",
+    "PerceiverAudioPreprocessor",
+    "PerceiverBasicDecoder",
+    "PerceiverBasicVideoAutoencodingDecoder",
+    "PerceiverClassificationDecoder",
+    "PerceiverClassificationPostprocessor",
+    "PerceiverEmbeddingDecoder",
+    "PerceiverImagePreprocessor",
+    "PerceiverMultimodalDecoder",
+    "PerceiverMultimodalPostprocessor",
+    "PerceiverMultimodalPreprocessor",
+    "PerceiverOneHotPreprocessor",
+    "PerceiverOpticalFlowDecoder",
+    "PerceiverProjectionDecoder",
+    "PerceiverProjectionPostprocessor",
+    "PerceiverTextPreprocessor",
 ]

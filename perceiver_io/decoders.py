@@ -8,6 +8,7 @@ from torch import nn
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.layers.layer import PerceiverLayer
 from perceiver_io.outputs import PerceiverDecoderOutput
+from perceiver_io.queries import NoQueries
 
 # Queries decoded at once. Each query's output depends only on itself and the latents, so decoding in chunks is
 # exact and bounds the decoder's activations (optical flow asks 182,528 queries per tile, a full video 800 k).
@@ -19,8 +20,13 @@ class PerceiverDecoder(nn.Module):
 
     The query provider decides what is asked (see ``perceiver_io.queries``); ``final_channels=None`` returns the
     raw cross-attention output (B, Nq, Cq), otherwise a Linear maps it to (B, Nq, final_channels). Queries are
-    decoded ``query_chunk_size`` at a time (None: all at once).
+    decoded ``query_chunk_size`` at a time (None: all at once). ``queries_only`` builds no attention: such a
+    decoder only provides queries to a multimodal decoder (transformers' ``position_encoding_only``).
     """
+
+    # Where transformers nests this decoder's attention and query table below the model's ``decoder.``: most of its
+    # decoders wrap a PerceiverBasicDecoder as ``.decoder`` (see checkpoints/transformers_names.py).
+    hf_prefix = "decoder."
 
     def __init__(
         self,
@@ -31,24 +37,31 @@ class PerceiverDecoder(nn.Module):
         qk_channels: int | None = None,
         v_channels: int | None = None,
         num_heads: int = 1,
+        widening_factor: int = 1,
         use_query_residual: bool = False,
+        queries_only: bool = False,
     ) -> None:
         super().__init__()
         self.queries = queries
         self.mask_queries = config.mask_decoder_queries
-        self.cross_attn = PerceiverLayer(
-            queries.num_channels,
-            config.d_latents,
-            qk_channels=qk_channels,
-            v_channels=v_channels,
-            num_heads=num_heads,
-            widening_factor=1,
-            use_query_residual=use_query_residual,
-            gelu_approximate=config.gelu_approximate,
-            dropout=config.attention_probs_dropout_prob,
-            wipe_fully_masked_rows=config.wipe_fully_masked_rows,
-        )
-        self.final = None if final_channels is None else nn.Linear(queries.num_channels, final_channels)
+        self.cross_attn = None
+        self.final = None
+        if not queries_only:
+            self.cross_attn = PerceiverLayer(
+                queries.num_channels,
+                config.d_latents,
+                qk_channels=qk_channels,
+                v_channels=v_channels,
+                num_heads=num_heads,
+                widening_factor=widening_factor,
+                use_query_residual=use_query_residual,
+                shape_for_attn=config.cross_attention_shape_for_attention,
+                gelu_approximate=config.gelu_approximate,
+                dropout=config.attention_probs_dropout_prob,
+                wipe_fully_masked_rows=config.wipe_fully_masked_rows,
+            )
+            if final_channels is not None:
+                self.final = nn.Linear(queries.num_channels, final_channels)
         self.query_chunk_size: int | None = DECODER_QUERY_CHUNK
 
     def forward(
@@ -95,6 +108,7 @@ class ProjectionDecoder(nn.Module):
 
     def __init__(self, config: PerceiverConfig, num_classes: int) -> None:
         super().__init__()
+        self.queries = NoQueries()
         self.classifier = nn.Linear(config.d_latents, num_classes)
 
     def forward(

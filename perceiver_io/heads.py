@@ -14,6 +14,7 @@ from perceiver_io.adapters.image import ImagePreprocessor, ProjectionPostprocess
 from perceiver_io.adapters.label import ClassificationPostprocessor, OneHotPreprocessor
 from perceiver_io.adapters.multimodal import MultimodalPostprocessor, MultimodalPreprocessor
 from perceiver_io.adapters.text import EmbeddingDecoder, TextPreprocessor
+from perceiver_io.components.decoders import PerceiverBasicDecoder
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.decoders import PerceiverDecoder
 from perceiver_io.layers.position import FourierPositionEncoding, TrainablePositionEncoding
@@ -88,17 +89,20 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: Perc
 class PerceiverForMaskedLM(PerceiverPreTrainedModel):
     """UTF-8 bytes in, byte logits (B, max_position_embeddings, vocab) out, tied to the input embedding."""
 
-    hf_decoder_prefix = "perceiver.decoder."
-
     def __init__(self, config: PerceiverConfig) -> None:
         super().__init__(config)
-        decoder = PerceiverDecoder(
+        decoder = PerceiverBasicDecoder(
             config,
-            TrainableQueries(config.max_position_embeddings, config.d_model),
-            final_channels=None,
+            output_num_channels=config.d_latents,
+            output_index_dims=config.max_position_embeddings,
+            num_channels=config.d_model,
             qk_channels=8 * 32,
             v_channels=config.d_model,
             num_heads=8,
+            final_project=False,
+            trainable_position_encoding_kwargs=dict(
+                num_channels=config.d_model, index_dims=config.max_position_embeddings
+            ),
         )
         self.perceiver = PerceiverModel(config, decoder=decoder, input_preprocessor=TextPreprocessor(config))
         self.embedding_decoder = EmbeddingDecoder(config)

@@ -67,13 +67,70 @@ class InputQueries(nn.Module):
         return inputs
 
 
+class ConcatInputQueries(nn.Module):
+    """Another provider's queries with the preprocessed inputs before positions in front: (B, Nq, C_in + C_q).
+
+    transformers' ``concat_preprocessed_input``. The width C_in is only known from the data, so the caller states
+    the total ``num_channels`` and it is checked on every call.
+    """
+
+    def __init__(self, positions: nn.Module, num_channels: int) -> None:
+        super().__init__()
+        if num_channels <= positions.num_channels:
+            raise ValueError(
+                f"num_channels={num_channels} leaves no room for the inputs in front of {positions.num_channels} "
+                "query channels"
+            )
+        self.positions = positions
+        self.num_channels = num_channels
+        self.num_queries = getattr(positions, "num_queries", None)
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        subsampled_points: torch.Tensor | None = None,
+        inputs_without_pos: torch.Tensor | None = None,
+        **_: object,
+    ) -> torch.Tensor:
+        if inputs_without_pos is None:
+            raise ValueError("concat_preprocessed_input needs the preprocessor's inputs without positions")
+        if subsampled_points is not None:
+            raise ValueError("queries that concatenate the preprocessed inputs cannot be subsampled")
+        q = self.positions(inputs)
+        if inputs_without_pos.shape[:2] != q.shape[:2] or inputs_without_pos.shape[2] + q.shape[2] != self.num_channels:
+            raise ValueError(
+                f"inputs without positions {tuple(inputs_without_pos.shape)} and queries {tuple(q.shape)} do not "
+                f"concatenate to num_channels={self.num_channels}"
+            )
+        return torch.cat([inputs_without_pos.to(q.dtype), q], dim=-1)
+
+
+class NoQueries(nn.Module):
+    """No queries at all: for decoders that pool the latents instead of attending to them."""
+
+    num_channels = 0
+
+    def forward(self, inputs: object, **_: object) -> None:
+        return None
+
+
 class MultimodalQueries(nn.Module):
     """Per-modality queries, padded with a learned per-modality vector to a common width and concatenated in
-    sorted modality order."""
+    sorted modality order.
 
-    def __init__(self, providers: Mapping[str, nn.Module], min_padding_size: int = 2) -> None:
+    ``hf_prefixes`` gives, per modality, where transformers nests that modality's query table ("decoder." inside a
+    classification or video decoder, "" in a basic decoder; "decoder." when absent), for checkpoint names.
+    """
+
+    def __init__(
+        self,
+        providers: Mapping[str, nn.Module],
+        min_padding_size: int = 2,
+        hf_prefixes: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.providers = nn.ModuleDict(providers)
+        self.hf_prefixes = dict(hf_prefixes or {})
         self.num_channels = max(p.num_channels for p in providers.values()) + min_padding_size
         self.padding = nn.ParameterDict(
             {m: nn.Parameter(torch.randn(1, self.num_channels - p.num_channels) * 0.02) for m, p in providers.items()}
@@ -91,12 +148,16 @@ class MultimodalQueries(nn.Module):
         self,
         inputs: Mapping[str, torch.Tensor],
         subsampled_points: Mapping[str, torch.Tensor | None] | None = None,
+        inputs_without_pos: Mapping[str, torch.Tensor] | None = None,
         **_: object,
     ) -> torch.Tensor:
         subsampled_points = subsampled_points or {}
+        inputs_without_pos = inputs_without_pos or {}
         parts = []
         for m in sorted(self.providers):
-            q = self.providers[m](inputs[m], subsampled_points=subsampled_points.get(m))
+            q = self.providers[m](
+                inputs[m], subsampled_points=subsampled_points.get(m), inputs_without_pos=inputs_without_pos.get(m)
+            )
             pad = self.padding[m].to(q.dtype).expand(q.shape[0], q.shape[1], -1)
             parts.append(torch.cat([q, pad], dim=-1))
         return torch.cat(parts, dim=1)

@@ -451,3 +451,29 @@ def test_runtime_does_not_import_transformers():
     code = "import sys, perceiver_io.processing; print('transformers' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+# --- image processor: per-call settings and setting types ----------------------------------------------------
+
+
+def test_call_settings_match_transformers_and_do_not_stick(hf_image_processor_cls):
+    photo = photos()["portrait"]
+    processor = PerceiverImageProcessor()
+    before = processor.to_dict()
+    overrides = {"size": {"height": 160, "width": 176}, "crop_size": {"height": 200, "width": 200}, "resample": 2}
+    ours = processor(photo, return_tensors="np", **overrides)["pixel_values"]
+    theirs = hf_image_processor_cls()(photo, return_tensors="np", **overrides)["pixel_values"]
+    assert ours.shape == (1, 3, 160, 176)
+    assert max_abs_diff(ours, theirs) <= IMAGE_ATOL
+    assert processor.to_dict() == before
+
+
+def test_setting_types_are_checked():
+    with pytest.raises(TypeError, match="do_normalize must be a bool, got 1"):
+        PerceiverImageProcessor(do_normalize=1)
+    with pytest.raises(ValueError, match=r"resample must be one of 0 \(nearest\), 1 \(lanczos\), .*got -1"):
+        PerceiverImageProcessor(resample=-1)
+    with pytest.raises(ValueError, match="rescale_factor must be a finite number, got '1/255'"):
+        PerceiverImageProcessor()(photos()["chelsea"], rescale_factor="1/255")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'device'"):
+        PerceiverImageProcessor()(photos()["chelsea"], device="cpu")

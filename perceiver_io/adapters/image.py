@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from perceiver_io.adapters.arguments import check_postprocessor_call, check_preprocessor_call
 from perceiver_io.layers.position import FourierPositionEncoding, TrainablePositionEncoding
 
 PREP_TYPES = ("conv", "conv1x1", "pixels", "patches")
@@ -50,15 +52,18 @@ def patches_for_flow(frames: torch.Tensor) -> torch.Tensor:
 class ConvStem(nn.Module):
     """Conv 7×7/2 (no bias) → BatchNorm → ReLU → MaxPool 3×3/2: a 4× downsampling stem.
 
+    ``use_batchnorm=False`` drops the BatchNorm.
     ``padding="transformers"`` pads the conv by 3 on every side and the pool not at all (224 → 55);
     ``padding="tf_same"`` uses TensorFlow's asymmetric SAME padding for both, as DeepMind's model (224 → 56).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, padding: str = "transformers") -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, padding: str = "transformers", use_batchnorm: bool = True
+    ) -> None:
         super().__init__()
         self.padding = padding
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=7, stride=2, bias=False)
-        self.batchnorm = nn.BatchNorm2d(out_channels)
+        self.batchnorm = nn.BatchNorm2d(out_channels) if use_batchnorm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) → (B, out, H', W')."""
@@ -67,7 +72,8 @@ class ConvStem(nn.Module):
             x = F.pad(x, (left, right, top, bottom))
         else:
             x = F.pad(x, (3, 3, 3, 3))
-        x = F.relu(self.batchnorm(self.conv(x)))
+        x = self.conv(x)
+        x = F.relu(x if self.batchnorm is None else self.batchnorm(x))
         if self.padding == "tf_same":
             (top, bottom), (left, right) = (same_padding(n, 3, 2) for n in x.shape[-2:])
             x = F.pad(x, (left, right, top, bottom), value=float("-inf"))  # pads never win the max
@@ -80,13 +86,14 @@ class ImagePreprocessor(nn.Module):
     prep_type: ``"conv"`` (ConvStem, 4× down), ``"conv1x1"`` (1×1 conv), ``"pixels"`` (raw values, optional
     stride), ``"patches"`` (space-to-depth, optional Linear after). Positions are Fourier features over the
     feature grid, or a trainable table (optionally projected by a Linear); concatenated or added.
+    ``in_channels=None`` accepts any channel count where the Linear after patching fixes the depth instead.
     """
 
     def __init__(
         self,
         prep_type: str,
         *,
-        in_channels: int = 3,
+        in_channels: int | None = 3,
         out_channels: int = 64,
         spatial_downsample: int = 1,
         temporal_downsample: int = 1,
@@ -95,12 +102,15 @@ class ImagePreprocessor(nn.Module):
         concat_or_add_pos: str = "concat",
         conv_after_patching_in: int | None = None,
         stem_padding: str = "transformers",
+        stem_batchnorm: bool = True,
     ) -> None:
         super().__init__()
         if prep_type not in PREP_TYPES:
             raise ValueError(f"prep_type={prep_type!r}; expected one of {PREP_TYPES}")
         if concat_or_add_pos not in ("concat", "add"):
             raise ValueError(f"concat_or_add_pos={concat_or_add_pos!r}; expected 'concat' or 'add'")
+        if in_channels is None and (prep_type != "patches" or conv_after_patching_in is None):
+            raise ValueError("in_channels=None needs prep_type='patches' with a Linear after patching")
         self.prep_type = prep_type
         self.in_channels = in_channels
         self.spatial_downsample = spatial_downsample
@@ -109,18 +119,18 @@ class ImagePreprocessor(nn.Module):
         if prep_type == "conv":
             if spatial_downsample not in (1, 4) or temporal_downsample != 1:
                 raise ValueError("the conv stem downsamples space by exactly 4 and time not at all")
-            self.convnet = ConvStem(in_channels, out_channels, stem_padding)
+            self.convnet = ConvStem(in_channels, out_channels, stem_padding, stem_batchnorm)
             feat = out_channels
         elif prep_type == "conv1x1":
             self.convnet_1x1 = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=spatial_downsample)
             feat = out_channels
         elif prep_type == "pixels":
             feat = in_channels
+        elif conv_after_patching_in is not None:
+            self.conv_after_patches = nn.Linear(conv_after_patching_in, out_channels)
+            feat = out_channels
         else:
             feat = in_channels * spatial_downsample**2 * temporal_downsample
-            if conv_after_patching_in is not None:
-                self.conv_after_patches = nn.Linear(conv_after_patching_in, out_channels)
-                feat = out_channels
         self.position = position
         self.positions_projection = nn.Linear(position.num_channels, project_pos_dim) if project_pos_dim else None
         pos_channels = project_pos_dim or position.num_channels
@@ -130,10 +140,10 @@ class ImagePreprocessor(nn.Module):
 
     def _check_channels(self, inputs: torch.Tensor) -> None:
         channel_axis = 1 if inputs.dim() == 4 else 2
-        if inputs.dim() not in (4, 5) or inputs.shape[channel_axis] != self.in_channels:
+        c = "C" if self.in_channels is None else self.in_channels
+        if inputs.dim() not in (4, 5) or (c != "C" and inputs.shape[channel_axis] != c):
             raise ValueError(
-                f"expected images (B, {self.in_channels}, H, W) or videos (B, T, {self.in_channels}, H, W); "
-                f"got shape {tuple(inputs.shape)}"
+                f"expected images (B, {c}, H, W) or videos (B, T, {c}, H, W); got shape {tuple(inputs.shape)}"
             )
 
     def features(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -156,10 +166,24 @@ class ImagePreprocessor(nn.Module):
         if x.dim() == 5 and x.shape[1] == 1:  # a frame pair folded into one time step (optical flow)
             x = x[:, 0]
         if hasattr(self, "conv_after_patches"):
+            if x.shape[-1] != self.conv_after_patches.in_features:
+                raise ValueError(
+                    f"patches of input {tuple(inputs.shape)} are {x.shape[-1]} deep; the Linear after patching takes "
+                    f"{self.conv_after_patches.in_features}"
+                )
             x = self.conv_after_patches(x)
         return x
 
-    def forward(self, inputs: torch.Tensor, interpolate_pos_encoding: bool = False):
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        pos: torch.Tensor | None = None,
+        network_input_is_1d: bool = True,
+        interpolate_pos_encoding: bool = False,
+    ) -> tuple[torch.Tensor, None, torch.Tensor]:
+        """transformers' preprocessor call → (with positions (B, M, C), None, without positions (B, M, C_feat))."""
+        # Fourier positions follow any grid, so interpolation is what they always do.
+        check_preprocessor_call(type(self).__name__, pos, network_input_is_1d, interpolate_pos_encoding, True)
         x = self.features(inputs)
         b, index_dims = x.shape[0], tuple(x.shape[1:-1])
         x = x.reshape(b, -1, x.shape[-1])
@@ -191,5 +215,9 @@ class ProjectionPostprocessor(nn.Module):
         super().__init__()
         self.classifier = nn.Linear(in_channels, out_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, pos: torch.Tensor | None = None, modality_sizes: Mapping[str, int] | None = None
+    ) -> torch.Tensor:
+        """transformers' postprocessor call; ``pos`` and ``modality_sizes`` must be None."""
+        check_postprocessor_call(type(self).__name__, pos, modality_sizes)
         return self.classifier(x)

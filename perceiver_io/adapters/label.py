@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
+
+from perceiver_io.adapters.arguments import check_postprocessor_call, check_preprocessor_call
 
 
 class OneHotPreprocessor(nn.Module):
@@ -13,7 +17,15 @@ class OneHotPreprocessor(nn.Module):
         super().__init__()
         self.num_channels = num_classes
 
-    def forward(self, inputs: torch.Tensor, interpolate_pos_encoding: bool = False):
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        pos: torch.Tensor | None = None,
+        network_input_is_1d: bool = True,
+        interpolate_pos_encoding: bool = False,
+    ) -> tuple[torch.Tensor, None, torch.Tensor]:
+        """transformers' preprocessor call → (tokens (B, 1, K), None, the same tokens)."""
+        check_preprocessor_call(type(self).__name__, pos, network_input_is_1d, interpolate_pos_encoding)
         if inputs.dim() != 2 or inputs.shape[1] != self.num_channels:
             raise ValueError(f"label input must be (batch, {self.num_channels}); got {tuple(inputs.shape)}")
         tokens = inputs[:, None, :]
@@ -27,5 +39,9 @@ class ClassificationPostprocessor(nn.Module):
         super().__init__()
         self.classifier = nn.Linear(in_channels, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, pos: torch.Tensor | None = None, modality_sizes: Mapping[str, int] | None = None
+    ) -> torch.Tensor:
+        """transformers' postprocessor call; ``pos`` and ``modality_sizes`` must be None."""
+        check_postprocessor_call(type(self).__name__, pos, modality_sizes)
         return self.classifier(x)[:, 0]

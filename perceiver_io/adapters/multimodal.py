@@ -7,6 +7,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from perceiver_io.adapters.arguments import check_postprocessor_call, check_preprocessor_call
+
 
 class MultimodalPreprocessor(nn.Module):
     """Dict of per-modality inputs → (B, sum M_m, C) with C = max C_m + ``min_padding_size``.
@@ -33,7 +35,15 @@ class MultimodalPreprocessor(nn.Module):
             {m: nn.Parameter(torch.randn(1, self.num_channels) * 0.02) for m in self.mask_probs}
         )
 
-    def forward(self, inputs: Mapping[str, torch.Tensor], interpolate_pos_encoding: bool = False):
+    def forward(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        pos: torch.Tensor | None = None,
+        network_input_is_1d: bool = True,
+        interpolate_pos_encoding: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, int], dict[str, torch.Tensor]]:
+        """transformers' preprocessor call → (B, sum M_m, C), {modality: M_m}, {modality: inputs without positions}."""
+        check_preprocessor_call(type(self).__name__, pos, network_input_is_1d, interpolate_pos_encoding)
         if not isinstance(inputs, Mapping) or set(inputs) != set(self.modalities):
             got = sorted(inputs) if isinstance(inputs, Mapping) else type(inputs).__name__
             raise ValueError(f"multimodal inputs must be a dict with keys {sorted(self.modalities)}; got {got}")
@@ -63,16 +73,29 @@ class MultimodalPreprocessor(nn.Module):
 
 
 class MultimodalPostprocessor(nn.Module):
-    """Decoder output (B, sum N_m, C) → dict of per-modality outputs, split in sorted order by ``modality_sizes``."""
+    """Decoder output (B, sum N_m, C) → dict of per-modality outputs, split in sorted order by ``modality_sizes``.
 
-    def __init__(self, modalities: Mapping[str, nn.Module]) -> None:
+    With ``input_is_dict`` the decoder output is already a dict {modality: (B, N_m, C)} and is not split.
+    """
+
+    def __init__(self, modalities: Mapping[str, nn.Module], input_is_dict: bool = False) -> None:
         super().__init__()
         self.modalities = nn.ModuleDict(modalities)
+        self.input_is_dict = input_is_dict
 
     def forward(
-        self, x: torch.Tensor, pos: torch.Tensor | None = None, modality_sizes: Mapping[str, int] | None = None
+        self,
+        x: torch.Tensor | Mapping[str, torch.Tensor],
+        pos: torch.Tensor | None = None,
+        modality_sizes: Mapping[str, int] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """transformers' postprocessor signature; ``pos`` is unused, ``modality_sizes`` is required."""
+        """transformers' postprocessor call; ``pos`` must be None, ``modality_sizes`` is required for a tensor."""
+        check_postprocessor_call(type(self).__name__, pos, modality_sizes, splits=True)
+        if self.input_is_dict:
+            if not isinstance(x, Mapping) or set(x) != set(self.modalities):
+                got = sorted(x) if isinstance(x, Mapping) else type(x).__name__
+                raise ValueError(f"input_is_dict=True expects a dict with keys {sorted(self.modalities)}; got {got}")
+            return {m: self.modalities[m](x[m]) for m in sorted(x)}
         if modality_sizes is None:
             raise ValueError("the multimodal postprocessor needs modality_sizes to split its input")
         out, start = {}, 0

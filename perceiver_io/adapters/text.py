@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from perceiver_io.adapters.arguments import check_preprocessor_call
 from perceiver_io.config import PerceiverConfig
 
 
@@ -17,7 +18,15 @@ class TextPreprocessor(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.d_model)
         self.num_channels = config.d_model
 
-    def forward(self, inputs: torch.Tensor, interpolate_pos_encoding: bool = False):
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        pos: torch.Tensor | None = None,
+        network_input_is_1d: bool = True,
+        interpolate_pos_encoding: bool = False,
+    ) -> tuple[torch.Tensor, None, torch.Tensor]:
+        """transformers' preprocessor call → (embeddings + positions (B, T, d_model), None, embeddings)."""
+        check_preprocessor_call(type(self).__name__, pos, network_input_is_1d, interpolate_pos_encoding)
         if inputs.dtype.is_floating_point or inputs.dim() != 2:
             raise ValueError(
                 f"text inputs must be integer token ids (batch, length); got {inputs.dtype} {inputs.shape}"

@@ -1,6 +1,15 @@
-"""Input processors for Perceiver IO: a byte tokenizer and an image processor, equal to transformers'."""
+"""Input processors for Perceiver IO: a byte tokenizer and image processors, equal to transformers'."""
 
+from .feature_extractor import PerceiverFeatureExtractor
 from .image_processor import BatchFeature, PerceiverImageProcessor
+from .image_processor_fast import PerceiverImageProcessorFast
 from .tokenizer import BatchEncoding, PerceiverTokenizer
 
-__all__ = ["BatchEncoding", "BatchFeature", "PerceiverImageProcessor", "PerceiverTokenizer"]
+__all__ = [
+    "BatchEncoding",
+    "BatchFeature",
+    "PerceiverFeatureExtractor",
+    "PerceiverImageProcessor",
+    "PerceiverImageProcessorFast",
+    "PerceiverTokenizer",
+]

@@ -8,19 +8,23 @@ torch are needed.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import PIL.Image
 import torch
 
 from .tokenizer import BatchEncoding, _hub_file, _read_json
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11+; annotations are not evaluated at run time
 
 PREPROCESSOR_CONFIG_FILE = "preprocessor_config.json"
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
@@ -142,24 +146,15 @@ def _pil_resize(image: np.ndarray, height: int, width: int, resample: int, index
     return _rescale(resized, 1 / 255) if scaled_back else resized
 
 
-class PerceiverImageProcessor:
-    """Preprocess images for Perceiver IO, drop-in for transformers' ``PerceiverImageProcessor``.
+class BaseImageProcessor:
+    """Settings shared by the Perceiver image processors, under transformers' ``preprocessor_config.json`` keys.
 
-    Steps, each switchable: centre crop to ``(size.h / crop_size.h, size.w / crop_size.w) * min(H, W)``
-    (a square of 0.875 of the shorter side by default), resize to ``size`` with PIL ``resample``
-    (3 = bicubic), multiply by ``rescale_factor``, then ``(x - image_mean) / image_std`` per channel.
-
-    Images may be PIL RGB images, numpy arrays or torch tensors of shape ``(H, W, 3)`` or ``(3, H, W)``
-    (channels first wins if both ends are 3), or a list/tuple of them; a 4-D array or tensor is a batch.
-    uint8 pixels are expected in [0, 255]. Other dtypes follow transformers: integer values in [0, 255] are
-    used as they are, floats in [0, 1] are quantised to uint8 for the resize, and ``do_rescale`` applies
-    whatever the dtype (pass ``do_rescale=False`` for images already in [0, 1]).
-
-    Parity: this is transformers' PIL backend, which it uses when torchvision is not installed. Its
-    torchvision backend resizes with torch's bicubic kernel instead, which differs slightly from PIL's.
+    Holds the validated options and their (de)serialisation; subclasses implement ``__call__``.
     """
 
     model_input_names = ("pixel_values",)
+    # The ``resample`` values a subclass can apply, PIL filter number -> name.
+    _filters: ClassVar[dict[int, str]] = {int(f): f.name.lower() for f in sorted(PIL.Image.Resampling)}
 
     def __init__(
         self,
@@ -175,24 +170,142 @@ class PerceiverImageProcessor:
         image_std: float | Sequence[float] = IMAGENET_DEFAULT_STD,
         do_convert_rgb: bool = False,
     ) -> None:
-        self.do_center_crop = do_center_crop
+        flags = {
+            "do_center_crop": do_center_crop,
+            "do_resize": do_resize,
+            "do_rescale": do_rescale,
+            "do_normalize": do_normalize,
+            "do_convert_rgb": do_convert_rgb,
+        }
+        for name, flag in flags.items():
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {flag!r}")
+        if isinstance(resample, bool) or not isinstance(resample, (int, np.integer)) or resample not in self._filters:
+            choices = ", ".join(f"{value} ({name})" for value, name in self._filters.items())
+            raise ValueError(f"resample must be one of {choices}, got {resample!r}")
+        if (
+            isinstance(rescale_factor, bool)
+            or not isinstance(rescale_factor, (int, float, np.number))
+            or not math.isfinite(rescale_factor)
+        ):
+            raise ValueError(f"rescale_factor must be a finite number, got {rescale_factor!r}")
+        self.do_center_crop = bool(do_center_crop)
         self.crop_size = _size_dict(crop_size, "crop_size")
-        self.do_resize = do_resize
+        self.do_resize = bool(do_resize)
         self.size = _size_dict(size, "size")
         self.resample = int(resample)
-        self.do_rescale = do_rescale
-        self.rescale_factor = rescale_factor
-        self.do_normalize = do_normalize
+        self.do_rescale = bool(do_rescale)
+        self.rescale_factor = float(rescale_factor)
+        self.do_normalize = bool(do_normalize)
         self.image_mean = _per_channel(image_mean, "image_mean")
         self.image_std = _per_channel(image_std, "image_std")
         if any(s == 0 for s in self.image_std):
             raise ValueError(f"image_std must not contain 0, got {self.image_std}")
-        self.do_convert_rgb = do_convert_rgb
+        self.do_convert_rgb = bool(do_convert_rgb)
+
+    def _settings(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this processor."""
+        settings = self.to_dict()
+        del settings["image_processor_type"]
+        return settings
+
+    def _overridden(self, **overrides: Any) -> Self:
+        """This processor with the settings that are not ``None`` in ``overrides`` replaced, validated anew."""
+        overrides = {key: value for key, value in overrides.items() if value is not None}
+        if not overrides:
+            return self
+        changed = copy.copy(self)
+        # The base initialiser only validates and stores; subclasses' (the deprecated alias's) also warn.
+        BaseImageProcessor.__init__(changed, **{**self._settings(), **overrides})
+        return changed
+
+    def to_dict(self) -> dict[str, Any]:
+        """Settings under transformers' ``preprocessor_config.json`` keys."""
+        return {
+            "crop_size": dict(self.crop_size),
+            "do_center_crop": self.do_center_crop,
+            "do_convert_rgb": self.do_convert_rgb,
+            "do_normalize": self.do_normalize,
+            "do_rescale": self.do_rescale,
+            "do_resize": self.do_resize,
+            "image_mean": list(self.image_mean),
+            "image_processor_type": "PerceiverImageProcessor",
+            "image_std": list(self.image_std),
+            "resample": self.resample,
+            "rescale_factor": self.rescale_factor,
+            "size": dict(self.size),
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({json.dumps(self.to_dict(), sort_keys=True)})"
+
+    def save_pretrained(self, save_directory: str | Path) -> list[str]:
+        """Write ``preprocessor_config.json`` (loadable by transformers too); return ``[its path]``."""
+        directory = Path(save_directory)
+        if directory.is_file():
+            raise ValueError(f"save_directory {str(directory)!r} is a file, expected a directory")
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / PREPROCESSOR_CONFIG_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return [str(path)]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> Self:
+        """Load from a directory written by this class or transformers, or from a Hub repo id.
+
+        Keyword arguments override the stored settings. Keys this processor has no use for
+        (``image_processor_type`` ...) are ignored; ``None`` values keep the defaults.
+        """
+        source = Path(pretrained_model_name_or_path)
+        if source.is_dir():
+            config = _read_json(source / PREPROCESSOR_CONFIG_FILE)
+        else:
+            config = _read_json(_hub_file(str(pretrained_model_name_or_path), PREPROCESSOR_CONFIG_FILE))
+        # The base signature: subclasses (the deprecated alias) may take *args, **kwargs.
+        known = inspect.signature(BaseImageProcessor).parameters
+        settings = {key: value for key, value in config.items() if key in known and value is not None}
+        settings.update(kwargs)
+        return cls(**settings)
+
+
+class PerceiverImageProcessor(BaseImageProcessor):
+    """Preprocess images for Perceiver IO, drop-in for transformers' ``PerceiverImageProcessor``.
+
+    Steps, each switchable: centre crop to ``(size.h / crop_size.h, size.w / crop_size.w) * min(H, W)``
+    (a square of 0.875 of the shorter side by default), resize to ``size`` with PIL ``resample``
+    (3 = bicubic), multiply by ``rescale_factor``, then ``(x - image_mean) / image_std`` per channel.
+
+    Images may be PIL RGB images, numpy arrays or torch tensors of shape ``(H, W, 3)`` or ``(3, H, W)``
+    (channels first wins if both ends are 3), or a list/tuple of them; a 4-D array or tensor is a batch.
+    uint8 pixels are expected in [0, 255]. Other dtypes follow transformers: integer values in [0, 255] are
+    used as they are, floats in [0, 1] are quantised to uint8 for the resize, and ``do_rescale`` applies
+    whatever the dtype (pass ``do_rescale=False`` for images already in [0, 1]).
+
+    Any setting can also be given to a call, overriding the processor's for that call only.
+
+    Parity: this is transformers' PIL backend, which it uses when torchvision is not installed. Its
+    torchvision backend (``PerceiverImageProcessorFast`` here) resizes with torch's bicubic kernel instead,
+    which differs slightly from PIL's.
+    """
 
     def __call__(
-        self, images: ImageInput | Sequence[ImageInput], return_tensors: Literal["pt", "np"] | None = None
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        do_center_crop: bool | None = None,
+        crop_size: SizeInput | None = None,
+        do_resize: bool | None = None,
+        size: SizeInput | None = None,
+        resample: int | None = None,
+        do_rescale: bool | None = None,
+        rescale_factor: float | None = None,
+        do_normalize: bool | None = None,
+        image_mean: float | Sequence[float] | None = None,
+        image_std: float | Sequence[float] | None = None,
+        do_convert_rgb: bool | None = None,
+        return_tensors: Literal["pt", "np"] | None = None,
     ) -> BatchFeature:
-        """Preprocess one image or a batch.
+        """Preprocess one image or a batch; any setting given here overrides the processor's for this call.
 
         Returns:
             ``BatchFeature`` with ``pixel_values``: a ``(batch, 3, size.h, size.w)`` float32 ``torch.Tensor``
@@ -200,15 +313,28 @@ class PerceiverImageProcessor:
             float32 arrays (a single image also gives a list of one).
 
         Raises:
-            TypeError: an image of an unsupported type or dtype.
-            ValueError: an image of the wrong rank or channel count, pixel values out of range, or images of
-                different output sizes stacked into one tensor.
+            TypeError: an image of an unsupported type or dtype, or a setting of the wrong type.
+            ValueError: an image of the wrong rank or channel count, pixel values out of range, a bad setting,
+                or images of different output sizes stacked into one tensor.
         """
         if return_tensors not in (None, "pt", "np"):
             raise ValueError(f"return_tensors must be None, 'pt' or 'np', got {return_tensors!r}")
+        settings = self._overridden(
+            do_center_crop=do_center_crop,
+            crop_size=crop_size,
+            do_resize=do_resize,
+            size=size,
+            resample=resample,
+            do_rescale=do_rescale,
+            rescale_factor=rescale_factor,
+            do_normalize=do_normalize,
+            image_mean=image_mean,
+            image_std=image_std,
+            do_convert_rgb=do_convert_rgb,
+        )
         processed = []
         for index, image in enumerate(_flatten(images)):
-            processed.append(self._preprocess_one(image, index))
+            processed.append(settings._preprocess_one(image, index))
         if return_tensors is None:
             return BatchFeature(pixel_values=processed)
         shapes = sorted({p.shape for p in processed})
@@ -249,53 +375,6 @@ class PerceiverImageProcessor:
             std = np.asarray(self.image_std, dtype=chw.dtype)[:, None, None]
             chw = (chw - mean) / std
         return chw
-
-    def to_dict(self) -> dict[str, Any]:
-        """Settings under transformers' ``preprocessor_config.json`` keys."""
-        return {
-            "crop_size": dict(self.crop_size),
-            "do_center_crop": self.do_center_crop,
-            "do_convert_rgb": self.do_convert_rgb,
-            "do_normalize": self.do_normalize,
-            "do_rescale": self.do_rescale,
-            "do_resize": self.do_resize,
-            "image_mean": list(self.image_mean),
-            "image_processor_type": "PerceiverImageProcessor",
-            "image_std": list(self.image_std),
-            "resample": self.resample,
-            "rescale_factor": self.rescale_factor,
-            "size": dict(self.size),
-        }
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({json.dumps(self.to_dict(), sort_keys=True)})"
-
-    def save_pretrained(self, save_directory: str | Path) -> list[str]:
-        """Write ``preprocessor_config.json`` (loadable by transformers too); return ``[its path]``."""
-        directory = Path(save_directory)
-        if directory.is_file():
-            raise ValueError(f"save_directory {str(directory)!r} is a file, expected a directory")
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / PREPROCESSOR_CONFIG_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        return [str(path)]
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> PerceiverImageProcessor:
-        """Load from a directory written by this class or transformers, or from a Hub repo id.
-
-        Keyword arguments override the stored settings. Keys this processor has no use for
-        (``image_processor_type`` ...) are ignored; ``None`` values keep the defaults.
-        """
-        source = Path(pretrained_model_name_or_path)
-        if source.is_dir():
-            config = _read_json(source / PREPROCESSOR_CONFIG_FILE)
-        else:
-            config = _read_json(_hub_file(str(pretrained_model_name_or_path), PREPROCESSOR_CONFIG_FILE))
-        known = inspect.signature(cls).parameters
-        settings = {key: value for key, value in config.items() if key in known and value is not None}
-        settings.update(kwargs)
-        return cls(**settings)
 
 
 def _per_channel(value: float | Sequence[float], name: str) -> tuple[float, ...]:

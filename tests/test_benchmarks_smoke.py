@@ -1,0 +1,68 @@
+"""The benchmark scripts run end to end on small configurations and write their tables (nothing here is timed).
+
+``train_step.py --smoke`` must find our first training step equal to transformers' on the same weights (loss and
+gradient norm), and ``gpu.py`` on a machine without CUDA must say it skipped the CUDA parts, pass its CPU checks
+and exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+
+
+def _run(script: str, *args: str, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env["PERCEIVER_BENCH_CACHE"] = str(cache)
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_train_step_smoke_matches_transformers(tmp_path):
+    pytest.importorskip("transformers")
+    proc = _run(
+        "train_step.py",
+        "--smoke",
+        "--models",
+        "vision-perceiver-fourier",
+        "--dtypes",
+        "fp32",
+        "--out",
+        str(tmp_path),
+        cache=tmp_path / "models",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = (tmp_path / "train_step.md").read_text()
+    assert "**CPU**" in table and "GEMM peak" in table and "vision-perceiver-fourier (small config)" in table
+    (row,) = json.loads((tmp_path / "train_step.json").read_text()).values()
+    ours = row["variants"]["ours"]["vs_reference"]
+    assert ours["loss"] <= 1e-5 and ours["grad_norm"] <= 1e-4, ours
+    assert row["variants"]["ours+checkpointing"]["vs_reference"]["grad_norm"] <= 1e-4
+    assert "does not support" in row["transformers_checkpointing"]
+
+
+@pytest.mark.slow  # ≈ 15–25 s on 2 shared cores: every part of the script, on small configurations
+def test_gpu_script_without_cuda_skips_and_exits_zero(tmp_path):
+    pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: run benchmarks/gpu.py itself")
+    proc = _run("gpu.py", "--models", "language-perceiver", "--out", str(tmp_path), cache=tmp_path / "models")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "CUDA parts were SKIPPED" in proc.stdout
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    assert report["cuda_skipped"] and len(report["checks"]) == 7
+    assert all(check["ok"] for check in report["checks"]), report["checks"]
+    assert {(r["kind"], r["dtype"]) for r in report["rows"]} == {
+        (kind, dtype) for kind in ("inference", "train") for dtype in ("fp32", "bf16")
+    }
+    assert "CUDA parts skipped" in (tmp_path / "gpu.md").read_text()
