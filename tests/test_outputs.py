@@ -105,6 +105,20 @@ def test_base_model_tuple_matches_transformers(pair):
     assert list(out.keys()) == ["logits", "last_hidden_state", "attentions", "cross_attentions"]
 
 
+@pytest.mark.parametrize("name", ["sequence_classification", "optical_flow"])
+@torch.no_grad()
+def test_composed_model_tuple_matches_transformers(name, tmp_path):
+    """A PerceiverModel composed of transformers-named decoders squeezes / rescales its logits as transformers'
+    does: its whole tuple matches, logits included."""
+    from test_components import COMPOSITIONS, loaded_pair
+
+    compose, head, overrides = COMPOSITIONS[name]
+    ref, mine = loaded_pair(compose, {**SMALL_CONFIGS[head], **overrides}, tmp_path)
+    inputs = small_inputs(head)
+    kwargs = dict(return_dict=False, output_attentions=True, output_hidden_states=True)
+    _assert_same(mine(**inputs, **kwargs), ref(**inputs, **kwargs))
+
+
 @torch.no_grad()
 def test_config_defaults_apply_and_arguments_override_them(pair):
     head, ref, ours = pair
