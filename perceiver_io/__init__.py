@@ -28,11 +28,21 @@ from perceiver_io.heads import (
     PerceiverForOpticalFlow,
     PerceiverForSequenceClassification,
 )
-from perceiver_io.model import PerceiverModel, PerceiverOutput, PerceiverPreTrainedModel
+from perceiver_io.model import PerceiverModel, PerceiverPreTrainedModel
+from perceiver_io.outputs import (
+    ModelOutput,
+    PerceiverClassifierOutput,
+    PerceiverDecoderOutput,
+    PerceiverMaskedLMOutput,
+    PerceiverModelOutput,
+)
 from perceiver_io.processing import PerceiverImageProcessor, PerceiverTokenizer
 
 __all__ = [
+    "ModelOutput",
+    "PerceiverClassifierOutput",
     "PerceiverConfig",
+    "PerceiverDecoderOutput",
     "PerceiverForImageClassificationConvProcessing",
     "PerceiverForImageClassificationFourier",
     "PerceiverForImageClassificationLearned",
@@ -41,8 +51,9 @@ __all__ = [
     "PerceiverForOpticalFlow",
     "PerceiverForSequenceClassification",
     "PerceiverImageProcessor",
+    "PerceiverMaskedLMOutput",
     "PerceiverModel",
-    "PerceiverOutput",
+    "PerceiverModelOutput",
     "PerceiverPreTrainedModel",
     "PerceiverTokenizer",
 ]

@@ -7,6 +7,7 @@ from torch import nn
 
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.layers.layer import PerceiverLayer
+from perceiver_io.outputs import PerceiverDecoderOutput
 from perceiver_io.queries import NoQueries
 
 # Queries decoded at once. Each query's output depends only on itself and the latents, so decoding in chunks is
@@ -63,8 +64,15 @@ class PerceiverDecoder(nn.Module):
                 self.final = nn.Linear(queries.num_channels, final_channels)
         self.query_chunk_size: int | None = DECODER_QUERY_CHUNK
 
-    def forward(self, query: torch.Tensor, z: torch.Tensor, query_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """query: (B, Nq, Cq), z: (B, N, D), query_mask: bool (B, Nq) → (B, Nq, C_out)."""
+    def forward(
+        self,
+        query: torch.Tensor,
+        z: torch.Tensor,
+        query_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> PerceiverDecoderOutput:
+        """query: (B, Nq, Cq), z: (B, N, D), query_mask: bool (B, Nq) → logits (B, Nq, C_out), and with
+        ``output_attentions`` the cross-attention probabilities (B, H, Nq, N) of all queries (chunks joined)."""
         mask = None
         if self.mask_queries and query_mask is not None:
             if query_mask.shape[1] != query.shape[1]:
@@ -73,19 +81,26 @@ class PerceiverDecoder(nn.Module):
         kv = self.cross_attn.keys_values(z)  # once, shared by every chunk of queries
         n, chunk = query.shape[1], self.query_chunk_size or query.shape[1]
         if n <= chunk:
-            return self._decode(query, kv, mask)
-        parts = [
-            self._decode(query[:, i : i + chunk], kv, None if mask is None else mask[:, i : i + chunk])
-            for i in range(0, n, chunk)
-        ]
-        return torch.cat(parts, dim=1)
+            out, probs = self._decode(query, kv, mask, output_attentions)
+        else:
+            parts = [
+                self._decode(
+                    query[:, i : i + chunk], kv, None if mask is None else mask[:, i : i + chunk], output_attentions
+                )
+                for i in range(0, n, chunk)
+            ]
+            out = torch.cat([p[0] for p in parts], dim=1)
+            probs = torch.cat([p[1] for p in parts], dim=2) if output_attentions else None
+        return PerceiverDecoderOutput(logits=out, cross_attentions=(probs,) if output_attentions else None)
 
     def _decode(
-        self, query: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        """One chunk: query (B, n, Cq), the latents' keys/values, mask (B, n, 1) or None → (B, n, C_out)."""
-        out = self.cross_attn(query, mask=mask, keys_values=kv)
-        return out if self.final is None else self.final(out)
+        self, query: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None, weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One chunk: query (B, n, Cq), the latents' keys/values, mask (B, n, 1) or None → (B, n, C_out), and the
+        probabilities (B, H, n, N) if ``weights`` else None."""
+        out = self.cross_attn(query, mask=mask, keys_values=kv, output_attentions=weights)
+        out, probs = out if weights else (out, None)
+        return (out if self.final is None else self.final(out)), probs
 
 
 class ProjectionDecoder(nn.Module):
@@ -96,5 +111,10 @@ class ProjectionDecoder(nn.Module):
         self.queries = NoQueries()
         self.classifier = nn.Linear(config.d_latents, num_classes)
 
-    def forward(self, query: None, z: torch.Tensor, query_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.classifier(z.mean(dim=1))
+    def forward(
+        self, query: None, z: torch.Tensor, query_mask: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> PerceiverDecoderOutput:
+        """z: (B, N, D) → logits (B, num_classes); no attention, so ``output_attentions`` gives no maps."""
+        return PerceiverDecoderOutput(
+            logits=self.classifier(z.mean(dim=1)), cross_attentions=() if output_attentions else None
+        )

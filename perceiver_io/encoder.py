@@ -8,6 +8,7 @@ from torch.utils.checkpoint import checkpoint
 
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.layers.layer import PerceiverLayer
+from perceiver_io.outputs import PerceiverModelOutput
 
 
 class PerceiverEncoder(nn.Module):
@@ -49,17 +50,44 @@ class PerceiverEncoder(nn.Module):
     def input_channels(self) -> int:
         return self.cross_attn.norm_kv.normalized_shape[0]
 
-    def forward(self, inputs: torch.Tensor, input_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """inputs: (B, M, C); input_mask: bool (B, M), True = real input → latents (B, N, D)."""
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        input_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> PerceiverModelOutput:
+        """inputs: (B, M, C); input_mask: bool (B, M), True = real input → ``last_hidden_state``: the latents
+        (B, N, D), and what ``output_attentions`` and ``output_hidden_states`` ask for, counted as transformers
+        counts them (see ``PerceiverModelOutput``); no logits."""
         z = self.latents.expand(inputs.shape[0], -1, -1)
         mask = None if input_mask is None else input_mask[:, None, :]  # every latent sees the same keys
-        z = self._run(self.cross_attn, z, inputs, mask)
+        hidden = [] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        z, cross = self._run(self.cross_attn, z, inputs, mask, output_attentions=output_attentions)
         for _ in range(self.num_blocks):
             for layer in self.self_attns:
-                z = self._run(layer, z)
-        return z
+                if hidden is not None:
+                    hidden.append(z)
+                z, probs = self._run(layer, z, output_attentions=output_attentions)
+                if attentions is not None:
+                    attentions.append(probs)
+            if hidden is not None:
+                hidden.append(z)
+        return PerceiverModelOutput(
+            last_hidden_state=z,
+            hidden_states=None if hidden is None else tuple(hidden),
+            attentions=None if attentions is None else tuple(attentions),
+            cross_attentions=(cross,) if output_attentions else None,
+        )
 
-    def _run(self, layer: nn.Module, *args: torch.Tensor | None) -> torch.Tensor:
+    def _run(
+        self, layer: nn.Module, *args: torch.Tensor | None, output_attentions: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One layer (recomputed in the backward pass under gradient checkpointing) → output, probabilities or
+        None."""
         if self.gradient_checkpointing and self.training:
-            return checkpoint(layer, *args, use_reentrant=False)
-        return layer(*args)
+            out = checkpoint(layer, *args, output_attentions=output_attentions, use_reentrant=False)
+        else:
+            out = layer(*args, output_attentions=output_attentions)
+        return out if output_attentions else (out, None)

@@ -18,7 +18,13 @@ from perceiver_io.components.decoders import PerceiverBasicDecoder
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.decoders import PerceiverDecoder
 from perceiver_io.layers.position import FourierPositionEncoding, TrainablePositionEncoding
-from perceiver_io.model import PerceiverModel, PerceiverOutput, PerceiverPreTrainedModel
+from perceiver_io.model import PerceiverModel, PerceiverPreTrainedModel, config_default, transformers_tuple
+from perceiver_io.outputs import (
+    ModelOutput,
+    PerceiverClassifierOutput,
+    PerceiverMaskedLMOutput,
+    PerceiverModelOutput,
+)
 from perceiver_io.queries import FourierQueries, InputQueries, MultimodalQueries, TrainableQueries
 
 
@@ -28,6 +34,26 @@ def _one_of(inputs: torch.Tensor | None, alias: torch.Tensor | None, alias_name:
     if inputs is None and alias is None:
         raise ValueError(f"no input given: pass `inputs` (or `{alias_name}`)")
     return inputs if inputs is not None else alias
+
+
+def _finish(
+    output_class: type[ModelOutput],
+    loss: torch.Tensor | None,
+    logits: torch.Tensor | dict[str, torch.Tensor],
+    model_output: PerceiverModelOutput,
+    return_dict: bool | None,
+    config: PerceiverConfig,
+) -> ModelOutput | tuple:
+    """A head's output: its loss and logits, the model's hidden states and attention maps; transformers' tuple when
+    ``return_dict`` (None: the config's) is False."""
+    out = output_class(
+        loss=loss,
+        logits=logits,
+        hidden_states=model_output.hidden_states,
+        attentions=model_output.attentions,
+        cross_attentions=model_output.cross_attentions,
+    )
+    return out if config_default(return_dict, config.return_dict, "return_dict") else transformers_tuple(out)
 
 
 def classification_decoder(config: PerceiverConfig) -> PerceiverDecoder:
@@ -86,9 +112,12 @@ class PerceiverForMaskedLM(PerceiverPreTrainedModel):
         self,
         inputs: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
         input_ids: torch.Tensor | None = None,
-    ) -> PerceiverOutput:
+    ) -> PerceiverMaskedLMOutput | tuple:
         """inputs: (B, T) byte ids, T ≤ max_position_embeddings; labels: (B, T') with -100 where ignored."""
         inputs = _one_of(inputs, input_ids, "input_ids")
         query_mask = None
@@ -96,14 +125,21 @@ class PerceiverForMaskedLM(PerceiverPreTrainedModel):
             # DeepMind masks the decoder's queries with the input mask; queries past the input are padding.
             pad = self.config.max_position_embeddings - attention_mask.shape[-1]
             query_mask = F.pad(attention_mask, (0, max(pad, 0)))
-        out = self.perceiver(inputs, attention_mask, query_mask=query_mask)
+        out = self.perceiver(
+            inputs,
+            attention_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            query_mask=query_mask,
+        )
         logits = self.embedding_decoder(out.logits, self.perceiver.input_preprocessor.embeddings.weight)
         loss = None
         if labels is not None:
             if labels.shape[0] != logits.shape[0] or labels.shape[1] > logits.shape[1]:
                 raise ValueError(f"labels {tuple(labels.shape)} do not fit logits {tuple(logits.shape[:2])}")
             loss = F.cross_entropy(logits[:, : labels.shape[1]].reshape(-1, logits.shape[-1]), labels.reshape(-1))
-        return PerceiverOutput(logits=logits, loss=loss, last_hidden_state=out.last_hidden_state)
+        return _finish(PerceiverMaskedLMOutput, loss, logits, out, return_dict, self.config)
 
 
 class PerceiverForSequenceClassification(PerceiverPreTrainedModel):
@@ -120,13 +156,23 @@ class PerceiverForSequenceClassification(PerceiverPreTrainedModel):
         self,
         inputs: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
         input_ids: torch.Tensor | None = None,
-    ) -> PerceiverOutput:
-        out = self.perceiver(_one_of(inputs, input_ids, "input_ids"), attention_mask)
+    ) -> PerceiverClassifierOutput | tuple:
+        """inputs: (B, T) byte ids; labels: (B,) class ids (or targets, see ``classification_loss``)."""
+        out = self.perceiver(
+            _one_of(inputs, input_ids, "input_ids"),
+            attention_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
         logits = out.logits[:, 0]
         loss = None if labels is None else classification_loss(logits, labels, self.config)
-        return PerceiverOutput(logits=logits, loss=loss, last_hidden_state=out.last_hidden_state)
+        return _finish(PerceiverClassifierOutput, loss, logits, out, return_dict, self.config)
 
 
 class _ImageClassifier(PerceiverPreTrainedModel):
@@ -147,15 +193,25 @@ class _ImageClassifier(PerceiverPreTrainedModel):
         self,
         inputs: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         labels: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
         pixel_values: torch.Tensor | None = None,
-    ) -> PerceiverOutput:
-        inputs = _one_of(inputs, pixel_values, "pixel_values")
-        out = self.perceiver(inputs, attention_mask, interpolate_pos_encoding=interpolate_pos_encoding)
+    ) -> PerceiverClassifierOutput | tuple:
+        """inputs: (B, 3, H, W) images; labels: (B,) class ids (or targets, see ``classification_loss``)."""
+        out = self.perceiver(
+            _one_of(inputs, pixel_values, "pixel_values"),
+            attention_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True,
+        )
         logits = out.logits[:, 0]
         loss = None if labels is None else classification_loss(logits, labels, self.config)
-        return PerceiverOutput(logits=logits, loss=loss, last_hidden_state=out.last_hidden_state)
+        return _finish(PerceiverClassifierOutput, loss, logits, out, return_dict, self.config)
 
 
 class PerceiverForImageClassificationLearned(_ImageClassifier):
@@ -219,13 +275,23 @@ class PerceiverForOpticalFlow(PerceiverPreTrainedModel):
         self,
         inputs: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         labels: torch.Tensor | None = None,
-    ) -> PerceiverOutput:
-        """inputs: (B, 2, 27, H, W) (see ``adapters.image.patches_for_flow``); labels: flow (B, H, W, 2)."""
+        return_dict: bool | None = None,
+    ) -> PerceiverClassifierOutput | tuple:
+        """inputs: (B, 2, 27, H, W) (see ``adapters.image.patches_for_flow``); labels: flow (B, H, W, 2), for the
+        end-point-error loss (transformers has no flow loss)."""
         if inputs is None or inputs.dim() != 5 or inputs.shape[1:3] != (2, 27):
             shape = None if inputs is None else tuple(inputs.shape)
             raise ValueError(f"optical flow inputs must be (batch, 2, 27, H, W) frame patches; got {shape}")
-        out = self.perceiver(inputs, attention_mask)
+        out = self.perceiver(
+            inputs,
+            attention_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
         b, _, _, h, w = inputs.shape
         flow = (out.logits / 100.0).reshape(b, h, w, 2)
         loss = None
@@ -233,7 +299,7 @@ class PerceiverForOpticalFlow(PerceiverPreTrainedModel):
             if labels.shape != flow.shape:
                 raise ValueError(f"flow labels {tuple(labels.shape)} do not match predictions {tuple(flow.shape)}")
             loss = torch.linalg.vector_norm(flow - labels, dim=-1).mean()  # end-point error
-        return PerceiverOutput(logits=flow, loss=loss, last_hidden_state=out.last_hidden_state)
+        return _finish(PerceiverClassifierOutput, loss, flow, out, return_dict, self.config)
 
 
 class PerceiverForMultimodalAutoencoding(PerceiverPreTrainedModel):
@@ -291,11 +357,21 @@ class PerceiverForMultimodalAutoencoding(PerceiverPreTrainedModel):
         inputs: dict[str, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
         subsampled_output_points: dict[str, torch.Tensor] | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         labels: torch.Tensor | None = None,
-    ) -> PerceiverOutput:
+        return_dict: bool | None = None,
+    ) -> PerceiverClassifierOutput | tuple:
         """inputs: {"image": (B, T, 3, H, W), "audio": (B, S, 1), "label": (B, K)} → logits dict:
         image (B, N_img, 3), audio (B, N_audio·samples_per_patch), label (B, K)."""
         if labels is not None:
             raise ValueError("the multimodal model takes no `labels`; train it with perceiver_io.training")
-        out = self.perceiver(inputs, attention_mask, subsampled_output_points=subsampled_output_points)
-        return PerceiverOutput(logits=out.logits, last_hidden_state=out.last_hidden_state)
+        out = self.perceiver(
+            inputs,
+            attention_mask,
+            subsampled_output_points,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        return _finish(PerceiverClassifierOutput, None, out.logits, out, return_dict, self.config)

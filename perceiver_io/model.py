@@ -16,19 +16,7 @@ from torch import nn
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.encoder import PerceiverEncoder
 from perceiver_io.layers.position import TrainablePositionEncoding
-
-
-@dataclass
-class PerceiverOutput:
-    """What every model returns. ``logits`` is a tensor, or a dict of tensors for the multimodal model."""
-
-    logits: torch.Tensor | dict[str, torch.Tensor] | None = None
-    loss: torch.Tensor | None = None
-    last_hidden_state: torch.Tensor | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
+from perceiver_io.outputs import ModelOutput, PerceiverDecoderOutput, PerceiverModelOutput
 
 # False while a checkpoint loader builds a model whose every weight it then overwrites (see ``no_init_weights``).
 _INIT_WEIGHTS = contextvars.ContextVar("perceiver_io_init_weights", default=True)
@@ -334,22 +322,52 @@ class PerceiverModel(PerceiverPreTrainedModel):
         inputs: torch.Tensor | Mapping[str, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
         subsampled_output_points: Mapping[str, torch.Tensor] | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        *,
         query_mask: torch.Tensor | None = None,
-    ) -> PerceiverOutput:
+    ) -> PerceiverModelOutput | tuple:
         """inputs: raw inputs for the preprocessor (or (B, M, d_model)); attention_mask: (B, M), 1 = real input;
-        query_mask: (B, Nq) decoder query mask (DeepMind's MLM masks padded queries)."""
-        encoded = self.encode(inputs, attention_mask, interpolate_pos_encoding)
-        if self.decoder is None:
-            return PerceiverOutput(last_hidden_state=encoded.latents)
-        logits = self.decode(encoded, subsampled_output_points, query_mask)
-        return PerceiverOutput(logits=logits, last_hidden_state=encoded.latents)
+        query_mask: (B, Nq) decoder query mask (DeepMind's MLM masks padded queries; transformers has none).
+
+        ``output_attentions``, ``output_hidden_states`` and ``return_dict`` default (None) to the config's fields;
+        ``return_dict=False`` returns transformers' tuple (see ``transformers_tuple``).
+        """
+        output_attentions = config_default(output_attentions, self.config.output_attentions, "output_attentions")
+        output_hidden_states = config_default(
+            output_hidden_states, self.config.output_hidden_states, "output_hidden_states"
+        )
+        return_dict = config_default(return_dict, self.config.return_dict, "return_dict")
+        encoded = self.encode(
+            inputs,
+            attention_mask,
+            interpolate_pos_encoding,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        out = PerceiverModelOutput(
+            last_hidden_state=encoded.latents,
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
+            cross_attentions=encoded.cross_attentions,
+        )
+        if self.decoder is not None:
+            decoded = self.decode(encoded, subsampled_output_points, query_mask, output_attentions=output_attentions)
+            out.logits = decoded.logits
+            if output_attentions and decoded.cross_attentions is not None:  # None: a decoder that keeps no maps
+                out.cross_attentions = out.cross_attentions + decoded.cross_attentions
+        return out if return_dict else transformers_tuple(out)
 
     def encode(
         self,
         inputs: torch.Tensor | Mapping[str, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
+        *,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
     ) -> Encoded:
         """The encoder half of ``forward``: preprocess, cross-attend into the latents, self-attend.
 
@@ -366,15 +384,27 @@ class PerceiverModel(PerceiverPreTrainedModel):
                 raise ValueError(f"inputs must be (batch, length, d_model={self.config.d_model}); got {shape}")
             x, modality_sizes, without_pos = inputs, None, None
         mask = _check_mask(attention_mask, x.shape[:2], "attention_mask")
-        return Encoded(self.encoder(x, mask), x, modality_sizes, without_pos)
+        out = self.encoder(x, mask, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        return Encoded(
+            latents=out.last_hidden_state,
+            inputs=x,
+            modality_sizes=modality_sizes,
+            inputs_without_pos=without_pos,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            cross_attentions=out.cross_attentions,
+        )
 
     def decode(
         self,
         encoded: Encoded,
         subsampled_output_points: Mapping[str, torch.Tensor] | None = None,
         query_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor | dict[str, torch.Tensor]:
-        """The decoder half of ``forward``: build the queries, cross-attend to the latents, postprocess → logits."""
+        *,
+        output_attentions: bool = False,
+    ) -> PerceiverDecoderOutput:
+        """The decoder half of ``forward``: build the queries, cross-attend to the latents, postprocess → logits,
+        and with ``output_attentions`` the decoder's cross-attention probabilities."""
         if self.decoder is None:
             raise ValueError("this PerceiverModel has no decoder; its output is the latents from encode()")
         query = self.decoder.queries(
@@ -383,26 +413,52 @@ class PerceiverModel(PerceiverPreTrainedModel):
             inputs_without_pos=encoded.inputs_without_pos,
         )
         qmask = None if query_mask is None else _check_mask(query_mask, query.shape[:2], "query_mask")
-        out = self.decoder(query, encoded.latents, qmask)
+        out = self.decoder(query, encoded.latents, qmask, output_attentions=output_attentions)
         if self.output_postprocessor is None:
             return out
         if encoded.modality_sizes is not None:
-            return self.output_postprocessor(
-                out, modality_sizes=self.decoder.queries.output_sizes(subsampled_output_points)
+            logits = self.output_postprocessor(
+                out.logits, modality_sizes=self.decoder.queries.output_sizes(subsampled_output_points)
             )
-        return self.output_postprocessor(out)
+        else:
+            logits = self.output_postprocessor(out.logits)
+        return PerceiverDecoderOutput(logits=logits, cross_attentions=out.cross_attentions)
 
 
 @dataclass
 class Encoded:
     """What ``PerceiverModel.encode`` hands to ``decode``: ``latents`` (B, N, D); ``inputs`` (B, M, C) the
     preprocessed inputs (flow and multimodal queries are built from them); ``modality_sizes`` {name: M_m} or
-    None; ``inputs_without_pos`` the inputs before position encodings (flow's queries) or None."""
+    None; ``inputs_without_pos`` the inputs before position encodings (flow's queries) or None; the encoder's
+    ``hidden_states``, ``attentions`` and ``cross_attentions`` when asked for (see ``PerceiverModelOutput``)."""
 
     latents: torch.Tensor
     inputs: torch.Tensor
     modality_sizes: Mapping[str, int] | None
     inputs_without_pos: torch.Tensor | None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+
+
+def transformers_tuple(output: ModelOutput) -> tuple:
+    """``return_dict=False``'s tuple, laid out as transformers lays it out: ``output.to_tuple()`` (the set fields in
+    order), except that transformers appends the decoder's cross-attention maps after the encoder's one-map tuple
+    as bare tensors instead of inside it: (..., (encoder map,), decoder map)."""
+    items = output.to_tuple()
+    cross = output.cross_attentions
+    if cross is None or len(cross) < 2:
+        return items
+    return (*items[:-1], cross[:1], *cross[1:])
+
+
+def config_default(value: bool | None, default: bool, name: str) -> bool:
+    """A forward's boolean option: None takes the config's ``default``."""
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True, False or None (the config's {default}); got {value!r}")
+    return value
 
 
 def _check_mask(mask: torch.Tensor | None, shape: torch.Size, name: str) -> torch.Tensor | None:

@@ -450,7 +450,7 @@ def test_transformers_decoder_interface(tmp_path):
     expected = ref.decoder.decoder_query(*ref.input_preprocessor(inputs["inputs"]), subsampled_points=points)
     assert mine.decoder.num_query_channels == ref.decoder.num_query_channels
     assert_close_to_reference(query, expected)
-    out = mine.decoder(query, mine(**inputs).last_hidden_state)
+    out = mine.decoder(query, mine(**inputs).last_hidden_state).logits
     assert_close_to_reference(out, ref.decoder(expected, ref(**inputs).last_hidden_state).logits)
 
 

@@ -20,6 +20,7 @@ from perceiver_io.adapters.text import EmbeddingDecoder
 from perceiver_io.components.position import BUILD_KEYS, build_position, check_keys, trainable_shape
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.decoders import PerceiverDecoder, ProjectionDecoder
+from perceiver_io.outputs import PerceiverDecoderOutput
 from perceiver_io.queries import ConcatInputQueries, FourierQueries, InputQueries, MultimodalQueries, TrainableQueries
 
 
@@ -172,7 +173,8 @@ class PerceiverBasicDecoder(PerceiverDecoder):
         return self.queries(inputs, subsampled_points=subsampled_points, inputs_without_pos=inputs_without_pos)
 
     def forward(self, query: torch.Tensor, z: torch.Tensor, query_mask: torch.Tensor | None = None, **options: Any):
-        """query (B, Nq, Cq), latents z (B, N, D) → (B, Nq, output_num_channels or Cq)."""
+        """query (B, Nq, Cq), latents z (B, N, D) → logits (B, Nq, output_num_channels or Cq) and, with
+        ``output_attentions=True``, the cross-attention maps."""
         if self.cross_attn is None:
             raise ValueError(
                 f"this {type(self).__name__} was built with position_encoding_only=True: it only makes queries"
@@ -194,8 +196,9 @@ class PerceiverClassificationDecoder(PerceiverBasicDecoder):
         self.num_labels = config.num_labels
 
     def forward(self, query: torch.Tensor, z: torch.Tensor, query_mask: torch.Tensor | None = None, **options: Any):
-        """(B, 1, Cq) query → (B, num_labels)."""
-        return super().forward(query, z, query_mask, **options)[:, 0]
+        """(B, 1, Cq) query → logits (B, num_labels)."""
+        out = super().forward(query, z, query_mask, **options)
+        return PerceiverDecoderOutput(logits=out.logits[:, 0], cross_attentions=out.cross_attentions)
 
 
 class PerceiverOpticalFlowDecoder(PerceiverBasicDecoder):
@@ -235,9 +238,11 @@ class PerceiverOpticalFlowDecoder(PerceiverBasicDecoder):
         return InputQueries(num_channels)
 
     def forward(self, query: torch.Tensor, z: torch.Tensor, query_mask: torch.Tensor | None = None, **options: Any):
-        """query (B, H·W, C) → flow (B, *output_image_shape, output_num_channels)."""
-        preds = super().forward(query, z, query_mask, **options) / self.rescale_factor
-        return _reshape(preds, (preds.shape[0], *self.output_image_shape, preds.shape[-1]), "output_image_shape")
+        """query (B, H·W, C) → logits: flow (B, *output_image_shape, output_num_channels)."""
+        out = super().forward(query, z, query_mask, **options)
+        preds = out.logits / self.rescale_factor
+        flow = _reshape(preds, (preds.shape[0], *self.output_image_shape, preds.shape[-1]), "output_image_shape")
+        return PerceiverDecoderOutput(logits=flow, cross_attentions=out.cross_attentions)
 
 
 class PerceiverBasicVideoAutoencodingDecoder(PerceiverBasicDecoder):
@@ -266,9 +271,10 @@ class PerceiverBasicVideoAutoencodingDecoder(PerceiverBasicDecoder):
         self.output_shape = tuple(output_shape)
 
     def forward(self, query: torch.Tensor, z: torch.Tensor, query_mask: torch.Tensor | None = None, **options: Any):
-        """query (B, T·H·W, Cq) → (B, T, H, W, output_num_channels)."""
-        logits = super().forward(query, z, query_mask, **options)
-        return _reshape(logits, (*self.output_shape, logits.shape[-1]), "output_shape")
+        """query (B, T·H·W, Cq) → logits (B, T, H, W, output_num_channels)."""
+        out = super().forward(query, z, query_mask, **options)
+        logits = _reshape(out.logits, (*self.output_shape, out.logits.shape[-1]), "output_shape")
+        return PerceiverDecoderOutput(logits=logits, cross_attentions=out.cross_attentions)
 
 
 class PerceiverMultimodalDecoder(PerceiverDecoder):

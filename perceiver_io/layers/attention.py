@@ -218,6 +218,20 @@ def attend_key_blocks(q: torch.Tensor, blocks: Iterable[tuple[torch.Tensor, torc
     return out.to(q.dtype)
 
 
+def weighted_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, dropout_p: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q kᵀ/√d) v in one pass over all B·H·T·S scores, returning the probabilities too; same arguments as
+    ``plain_attention`` → (B, H, T, Dv), (B, H, T, S).
+
+    Only for calls that ask for attention maps: the fast paths never hold every probability at once. The maps are
+    taken after dropout (the weights that multiplied the values), as transformers returns them.
+    """
+    q = q * q.shape[-1] ** -0.5
+    probs = _softmax(torch.matmul(q, k.transpose(-1, -2)), None if mask is None else mask[:, None], dropout_p)
+    return torch.matmul(probs, v), probs
+
+
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -226,24 +240,32 @@ def attend(
     *,
     dropout_p: float = 0.0,
     wipe_fully_masked_rows: bool = False,
-) -> torch.Tensor:
-    """Scaled dot-product attention with per-head scaling 1/sqrt(d_qk), through the path attention_path picks.
+    need_weights: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scaled dot-product attention with per-head scaling 1/sqrt(d_qk), through the path attention_path picks, or
+    ``weighted_attention`` when the probabilities are wanted.
 
     Args:
         q: (B, H, T, Dqk) queries; k: (B, H, S, Dqk) keys; v: (B, H, S, Dv) values.
         mask: optional bool (B, T, S) or (B, 1, S); True marks a key the query may attend to.
-        wipe_fully_masked_rows: zero the output of queries whose keys are all masked (DeepMind's rule).
+        wipe_fully_masked_rows: zero the output of queries whose keys are all masked (DeepMind's rule); their
+            returned probabilities are zeroed with it.
+        need_weights: also return the attention probabilities.
     Returns:
-        (B, H, T, Dv)
+        (B, H, T, Dv), and the probabilities (B, H, T, S) if ``need_weights`` else None.
     """
-    path = attention_path(q, k, v, dropout_p)
-    if path == "sdpa":
+    probs = None
+    if need_weights:
+        out, probs = weighted_attention(q, k, v, mask, dropout_p)
+    elif (path := attention_path(q, k, v, dropout_p)) == "sdpa":
         out = sdpa_attention(q, k, v, mask, dropout_p)
     else:
         out = plain_attention(q, k, v, mask, dropout_p, use_onednn=path == "onednn")
     if wipe_fully_masked_rows and mask is not None:
-        out = out * mask.any(dim=-1)[:, None, :, None].to(out.dtype)
-    return out
+        keep = mask.any(dim=-1)[:, None, :, None].to(out.dtype)
+        out = out * keep
+        probs = None if probs is None else probs * keep
+    return out, probs
 
 
 class Attention(nn.Module):
@@ -295,21 +317,24 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         *,
         keys_values: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """x_q: (B, T, Cq), x_kv: (B, S, Ckv), mask: bool (B, T, S) or (B, 1, S) → (B, T, output_channels).
+        output_attentions: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x_q: (B, T, Cq), x_kv: (B, S, Ckv), mask: bool (B, T, S) or (B, 1, S) → (B, T, output_channels), and
+        with ``output_attentions`` the attention probabilities (B, H, T, S) as a second value.
 
         ``keys_values`` (from ``keys_values(x_kv)``) replaces ``x_kv``.
         """
         k, v = self.keys_values(x_kv) if keys_values is None else keys_values
-        out = attend(
+        out, probs = attend(
             self._heads(self.q(x_q)),
             k,
             v,
             mask,
             dropout_p=self.dropout if self.training else 0.0,
             wipe_fully_masked_rows=self.wipe_fully_masked_rows,
+            need_weights=output_attentions,
         )
-        return self._merge_heads(out)
+        return (self._merge_heads(out), probs) if output_attentions else self._merge_heads(out)
 
     def forward_key_blocks(self, x_q: torch.Tensor, x_kv: torch.Tensor, kv_norm: nn.Module, block: int) -> torch.Tensor:
         """``forward(x_q, kv_norm(x_kv))`` computed ``block`` keys at a time (``attend_key_blocks``), so that the

@@ -93,19 +93,25 @@ class PerceiverLayer(nn.Module):
         mask: torch.Tensor | None = None,
         *,
         keys_values: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+        output_attentions: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: (B, T, Cq); kv: (B, S, Ckv) for cross-attention, or its ``keys_values``; mask: bool (B, T, S) or
-        (B, 1, S) → (B, T, C)."""
+        (B, 1, S) → (B, T, C), and with ``output_attentions`` the attention probabilities (B, H, T, S) as a second
+        value (never through key blocks, which see one block of keys at a time)."""
         h = self.norm_q(x)
-        block = None if keys_values is not None else self._key_block(h, kv, mask)
+        block = None if keys_values is not None or output_attentions else self._key_block(h, kv, mask)
+        probs = None
         if block is not None:
             a = self.attn.forward_key_blocks(h, kv, self.norm_kv, block)
         else:
             if keys_values is None:
                 keys_values = self.attn.keys_values(h if self.norm_kv is None else self.norm_kv(kv))
-            a = self.attn(h, mask=mask, keys_values=keys_values)
+            a = self.attn(h, mask=mask, keys_values=keys_values, output_attentions=output_attentions)
+            if output_attentions:
+                a, probs = a
         x = x + a if self.use_query_residual else a
-        return x + self.mlp(self.norm_mlp(x))
+        x = x + self.mlp(self.norm_mlp(x))
+        return (x, probs) if output_attentions else x
 
     def _key_block(self, h: torch.Tensor, kv: torch.Tensor | None, mask: torch.Tensor | None) -> int | None:
         """Keys per block when this cross-attention should run over its inputs in key blocks, else None.

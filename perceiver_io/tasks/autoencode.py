@@ -151,7 +151,7 @@ def autoencode(
         encoded = model.perceiver.encode(inputs)  # once: every chunk decodes from the same latents
         for image_idx, audio_idx in zip(image_parts, audio_parts, strict=True):
             points = {"image": image_idx.to(device), "audio": audio_idx.to(device), "label": None}
-            logits = model.perceiver.decode(encoded, points)
+            logits = model.perceiver.decode(encoded, points).logits
             images.append(logits["image"][0].float().cpu())  # (n_pixels, 3)
             sounds.append(logits["audio"][0].float().cpu())  # (n_patches · samples_per_patch,)
             bar.update()
