@@ -14,7 +14,7 @@ from perceiver_io.adapters.image import ImagePreprocessor, ProjectionPostprocess
 from perceiver_io.adapters.label import ClassificationPostprocessor, OneHotPreprocessor
 from perceiver_io.adapters.multimodal import MultimodalPostprocessor, MultimodalPreprocessor
 from perceiver_io.adapters.text import EmbeddingDecoder, TextPreprocessor
-from perceiver_io.components.decoders import PerceiverBasicDecoder
+from perceiver_io.components.decoders import PerceiverBasicDecoder, PerceiverClassificationDecoder
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.decoders import PerceiverDecoder
 from perceiver_io.layers.position import FourierPositionEncoding, TrainablePositionEncoding
@@ -56,13 +56,14 @@ def _finish(
     return out if config_default(return_dict, config.return_dict, "return_dict") else transformers_tuple(out)
 
 
-def classification_decoder(config: PerceiverConfig) -> PerceiverDecoder:
-    """One learned query of width d_latents → num_labels logits (DeepMind's ``ClassificationDecoder``)."""
+def classification_decoder(config: PerceiverConfig) -> PerceiverClassificationDecoder:
+    """One learned query of width d_latents → (B, num_labels) logits, as transformers' heads build it (DeepMind's
+    ``ClassificationDecoder``); ``config.decoder_query_residual`` may drop the query residual."""
     residual = True if config.decoder_query_residual is None else config.decoder_query_residual
-    return PerceiverDecoder(
+    return PerceiverClassificationDecoder(
         config,
-        TrainableQueries(1, config.d_latents),
-        final_channels=config.num_labels,
+        num_channels=config.d_latents,
+        trainable_position_encoding_kwargs=dict(num_channels=config.d_latents, index_dims=1),
         use_query_residual=residual,
     )
 
@@ -170,7 +171,7 @@ class PerceiverForSequenceClassification(PerceiverPreTrainedModel):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        logits = out.logits[:, 0]
+        logits = out.logits
         loss = None if labels is None else classification_loss(logits, labels, self.config)
         return _finish(PerceiverClassifierOutput, loss, logits, out, return_dict, self.config)
 
@@ -209,7 +210,7 @@ class _ImageClassifier(PerceiverPreTrainedModel):
             interpolate_pos_encoding=interpolate_pos_encoding,
             return_dict=True,
         )
-        logits = out.logits[:, 0]
+        logits = out.logits
         loss = None if labels is None else classification_loss(logits, labels, self.config)
         return _finish(PerceiverClassifierOutput, loss, logits, out, return_dict, self.config)
 

@@ -86,9 +86,16 @@ def test_tuple_output_matches_transformers(pair, with_labels, extras):
     _assert_same(ours(**inputs, **kwargs), ref(**inputs, **kwargs))
 
 
-# Heads whose PerceiverModel logits are transformers' too: transformers' classification and flow decoders already
-# squeeze / reshape / rescale their logits, ours leave that to the head (the heads' outputs agree).
-SAME_MODEL_LOGITS = ("PerceiverForMaskedLM", "PerceiverForMultimodalAutoencoding")
+# Heads whose PerceiverModel logits are transformers' too. Not flow: transformers' flow decoder reshapes to the fixed
+# train_size and rescales, ours leaves that to the head so that frames of any size work (the heads' outputs agree).
+SAME_MODEL_LOGITS = (
+    "PerceiverForMaskedLM",
+    "PerceiverForMultimodalAutoencoding",
+    "PerceiverForSequenceClassification",
+    "PerceiverForImageClassificationLearned",
+    "PerceiverForImageClassificationFourier",
+    "PerceiverForImageClassificationConvProcessing",
+)
 
 
 @torch.no_grad()
