@@ -36,7 +36,12 @@ from perceiver_io.outputs import (
     PerceiverMaskedLMOutput,
     PerceiverModelOutput,
 )
-from perceiver_io.processing import PerceiverImageProcessor, PerceiverTokenizer
+from perceiver_io.processing import (
+    PerceiverFeatureExtractor,
+    PerceiverImageProcessor,
+    PerceiverImageProcessorFast,
+    PerceiverTokenizer,
+)
 
 __all__ = [
     "ModelOutput",
@@ -50,7 +55,9 @@ __all__ = [
     "PerceiverForMultimodalAutoencoding",
     "PerceiverForOpticalFlow",
     "PerceiverForSequenceClassification",
+    "PerceiverFeatureExtractor",
     "PerceiverImageProcessor",
+    "PerceiverImageProcessorFast",
     "PerceiverMaskedLMOutput",
     "PerceiverModel",
     "PerceiverModelOutput",
