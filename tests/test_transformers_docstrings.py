@@ -33,7 +33,7 @@ PERCEIVER_SOURCES = ("configuration_perceiver.py", "modeling_perceiver.py")
 HUB_ID = re.compile(r"""(["'])deepmind/([\w.-]+)\1""")
 SHAPE = re.compile(r"^\[[\d, ]*\]$")
 FENCE = re.compile(r"```(?:py|python)?\n(.*?)```", re.S)
-# Examples whose models are release-size and slow on a CPU (tens of seconds each: they run twice, ours and theirs).
+# Release-size examples: 4-35 s each on a CPU (each runs twice, ours and transformers'), plus building its folder.
 SLOW = {
     "PerceiverModel.forward",
     "PerceiverForOpticalFlow.forward",
