@@ -38,6 +38,7 @@ import fnmatch
 import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -717,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_slow:
         notes.append("`@slow` tests were not run (--skip-slow).")
     notes += args.note
-    command = "python scripts/run_transformers_tests.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = shlex.join(["python", "scripts/run_transformers_tests.py", *(argv if argv is not None else sys.argv[1:])])
     write_report(args.out, outcomes, ours, notes, command)
     totals = Counter(o.outcome for o in outcomes)
     print(json.dumps(dict(totals)), f"-> {args.out}")
