@@ -28,7 +28,7 @@ from fuzzing import Case, Tally, assert_no_failures, close, examples, fuzz, run_
 from hypothesis import strategies as st
 
 import perceiver_io
-from perceiver_io.checkpoints.transformers_names import to_transformers_name
+from perceiver_io.checkpoints.transformers_names import name_table
 
 # Issue 15 leaves integer images open ("accept uint8 and scale as the processor does, or refuse clearly"); the
 # heads take model-ready pixel values, so an integer image is refused here until the library decides otherwise.
@@ -66,9 +66,7 @@ def _build_models(transformers_module, tmp_path_factory) -> dict:
     ref = randomize_(transformers_module.PerceiverModel(transformers_module.PerceiverConfig(**fields)), seed=2)
     ours = perceiver_io.PerceiverModel(perceiver_io.PerceiverConfig(**fields))
     state = ref.state_dict()
-    ours.load_state_dict(
-        {k: state[to_transformers_name("perceiver." + k, "")[len("perceiver.") :]] for k in ours.state_dict()}
-    )
+    ours.load_state_dict({k: state[name] for k, name in name_table(ours).items()})
     out["PerceiverModel"] = (ref, ours.eval())
     return out
 
