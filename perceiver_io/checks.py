@@ -27,19 +27,19 @@ def check_tensor(name: str, x: object) -> None:
 def check_rank(name: str, x: torch.Tensor, ranks: Sequence[int], layout: str) -> None:
     """``x.dim()`` is one of ``ranks``; ``layout`` spells the expected shape, e.g. "(batch, length)"."""
     if x.dim() not in ranks:
-        raise ValueError(f"{name} has shape {tuple(x.shape)}; expected {layout}")
+        raise ValueError(f"{name}: shape {tuple(x.shape)}; expected {layout}")
 
 
 def check_nonempty(name: str, x: torch.Tensor, layout: str) -> None:
     """No size of ``x`` is 0: an empty batch, sequence or image has nothing to compute on."""
     if 0 in x.shape:
-        raise ValueError(f"{name} has shape {tuple(x.shape)} with a zero size; expected {layout}, every size >= 1")
+        raise ValueError(f"{name}: shape {tuple(x.shape)} has a zero size; expected {layout}, every size >= 1")
 
 
 def check_dtype(name: str, x: torch.Tensor, expected: Sequence[torch.dtype], hint: str = "") -> None:
     if x.dtype not in expected:
         allowed = " or ".join(str(d) for d in expected)
-        raise TypeError(f"{name} has dtype {x.dtype}; expected {allowed}{hint}")
+        raise TypeError(f"{name}: dtype {x.dtype}; expected {allowed}{hint}")
 
 
 def check_floating(name: str, x: torch.Tensor, like: torch.dtype | None) -> None:
@@ -51,16 +51,16 @@ def check_floating(name: str, x: torch.Tensor, like: torch.dtype | None) -> None
             if x.dtype == torch.uint8
             else ""
         )
-        raise TypeError(f"{name} has dtype {x.dtype}; expected a floating dtype ({like or torch.float32}){hint}")
+        raise TypeError(f"{name}: dtype {x.dtype}; expected a floating dtype ({like or torch.float32}){hint}")
     if like is not None and x.dtype != like:
-        raise TypeError(f"{name} has dtype {x.dtype}; the model's parameters are {like}: cast one to the other")
+        raise TypeError(f"{name}: dtype {x.dtype}; the model's parameters are {like}: cast one to the other")
 
 
 def check_finite(name: str, x: torch.Tensor) -> None:
     """No NaN or infinity in a floating ``x`` (one pass over it; counted only when the check fails)."""
     if x.is_floating_point() and values_checkable(x) and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name} has {bad} non-finite values (NaN or inf); expected finite numbers")
+        raise ValueError(f"{name}: {bad} non-finite values (NaN or inf); expected finite numbers")
 
 
 def parameter_dtype(module: torch.nn.Module) -> torch.dtype | None:

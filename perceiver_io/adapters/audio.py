@@ -52,7 +52,7 @@ class AudioPreprocessor(nn.Module):
         check_tensor(name, inputs)
         check_rank(name, inputs, (2, 3), layout)
         if inputs.dim() == 3 and inputs.shape[2] != 1:
-            raise ValueError(f"{name} have shape {tuple(inputs.shape)}; expected {layout}")
+            raise ValueError(f"{name}: shape {tuple(inputs.shape)}; expected {layout}")
         check_nonempty(name, inputs, layout)
         check_floating(name, inputs, parameter_dtype(self))
         check_finite(name, inputs)

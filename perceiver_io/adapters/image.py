@@ -162,7 +162,7 @@ class ImagePreprocessor(nn.Module):
             layout = f"images (B, {c}, H, W)" if rank == 4 else f"videos (B, {t if folds else 'T'}, {c}, H, W)"
             check_rank(name, inputs, (rank,), layout)
             if folds and inputs.shape[1] != t:
-                raise ValueError(f"{name} have shape {tuple(inputs.shape)}; expected {layout}")
+                raise ValueError(f"{name}: shape {tuple(inputs.shape)}; expected {layout}")
         elif self.prep_type in ("conv", "conv1x1"):
             layout = f"images (B, {c}, H, W)"  # 2-d convolutions
             check_rank(name, inputs, (4,), layout)
@@ -170,7 +170,7 @@ class ImagePreprocessor(nn.Module):
             check_rank(name, inputs, (4, 5), layout)
         channel_axis = 1 if inputs.dim() == 4 else 2
         if c != "C" and inputs.shape[channel_axis] != c:
-            raise ValueError(f"{name} have shape {tuple(inputs.shape)}; expected {layout} with {c} channels")
+            raise ValueError(f"{name}: shape {tuple(inputs.shape)}; expected {layout} with {c} channels")
         check_nonempty(name, inputs, layout)
         check_floating(name, inputs, parameter_dtype(self))
         check_finite(name, inputs)

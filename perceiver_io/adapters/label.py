@@ -30,7 +30,7 @@ class OneHotPreprocessor(nn.Module):
         name, layout = "label inputs", f"one-hot labels (batch, {self.num_channels})"
         check_tensor(name, inputs)
         if inputs.dim() != 2 or inputs.shape[1] != self.num_channels:
-            raise ValueError(f"{name} have shape {tuple(inputs.shape)}; expected {layout}")
+            raise ValueError(f"{name}: shape {tuple(inputs.shape)}; expected {layout}")
         check_nonempty(name, inputs, layout)
         check_floating(name, inputs, None)
         check_finite(name, inputs)

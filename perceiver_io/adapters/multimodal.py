@@ -59,10 +59,10 @@ class MultimodalPreprocessor(nn.Module):
             expected = self.input_shapes.get(m)
             if expected is not None and tuple(x.shape[1:]) != expected:
                 raise ValueError(
-                    f"{name} have shape {tuple(x.shape)}; this model takes (batch, {', '.join(map(str, expected))})"
+                    f"{name}: shape {tuple(x.shape)}; this model takes (batch, {', '.join(map(str, expected))})"
                 )
             if x.dim() == 0:
-                raise ValueError(f"{name} are a scalar; expected a batch (batch, ...)")
+                raise ValueError(f"{name}: a scalar; expected a batch (batch, ...)")
             check_floating(name, x, like)
         batch_sizes = {m: x.shape[0] for m, x in inputs.items()}
         if len(set(batch_sizes.values())) != 1:
