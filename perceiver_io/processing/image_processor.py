@@ -124,7 +124,8 @@ def _rescale(image: np.ndarray, factor: float) -> np.ndarray:
 
 
 def _integral(image: np.ndarray) -> bool:
-    return bool(np.issubdtype(image.dtype, np.integer) or np.array_equal(image, np.round(image)))
+    """Whether pixels count as 8-bit levels; transformers' test, tolerance included."""
+    return bool(np.issubdtype(image.dtype, np.integer) or np.allclose(image, image.astype(int)))
 
 
 def _check_values(image: np.ndarray, index: int) -> None:
@@ -144,7 +145,7 @@ def _check_values(image: np.ndarray, index: int) -> None:
         raise ValueError(f"image {index} has float values in [{low}, {high}]; expected [0, 1] or integers in [0, 255]")
 
 
-def _pil_resize(image: np.ndarray, height: int, width: int, resample: int, index: int) -> np.ndarray:
+def _pil_resize(image: np.ndarray, height: int, width: int, resample: int) -> np.ndarray:
     """Resize a ``(3, H, W)`` array with PIL, going through uint8 exactly as transformers does.
 
     uint8 and integer-valued images in [0, 255] are resized as they are; float images in [0, 1] are scaled to
@@ -379,7 +380,7 @@ class PerceiverImageProcessor(BaseImageProcessor):
                 )
             chw = _center_crop(chw, crop_h, crop_w)
         if self.do_resize:
-            chw = _pil_resize(chw, self.size["height"], self.size["width"], self.resample, index)
+            chw = _pil_resize(chw, self.size["height"], self.size["width"], self.resample)
         if self.do_rescale:
             chw = _rescale(chw, self.rescale_factor)
         if self.do_normalize:
