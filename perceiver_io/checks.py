@@ -52,7 +52,8 @@ def check_floating(name: str, x: torch.Tensor, like: torch.dtype | None) -> None
             else ""
         )
         raise TypeError(f"{name}: dtype {x.dtype}; expected a floating dtype ({like or torch.float32}){hint}")
-    if like is not None and x.dtype != like:
+    # Under autocast the ops cast their operands themselves, and activations legitimately differ from the weights.
+    if like is not None and x.dtype != like and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(f"{name}: dtype {x.dtype}; the model's parameters are {like}: cast one to the other")
 
 
@@ -69,3 +70,86 @@ def parameter_dtype(module: torch.nn.Module) -> torch.dtype | None:
         if tensor.is_floating_point():
             return tensor.dtype
     return None
+
+
+def check_class_labels(labels: object, logits: torch.Tensor, problem_type: str | None) -> None:
+    """Labels of a (B, num_labels) classifier under transformers' problem types (None infers it as transformers
+    does: regression for one label, single-label for integer labels, multi-label otherwise):
+    regression float (B,) or (B, num_labels); single-label int64 class indices (B,) in [0, num_labels);
+    multi-label float targets (B, num_labels) in [0, 1]. Float labels must have the logits' dtype."""
+    name = "labels"
+    check_tensor(name, labels)
+    batch, num_labels = logits.shape
+    if problem_type is None:
+        if num_labels == 1:
+            problem_type = "regression"
+        elif not labels.is_floating_point():
+            problem_type = "single_label_classification"
+        else:
+            problem_type = "multi_label_classification"
+    if problem_type == "single_label_classification":
+        check_dtype(name, labels, (torch.int64,), " (class indices)")
+        if tuple(labels.shape) != (batch,):
+            raise ValueError(f"{name}: shape {tuple(labels.shape)}; expected class indices ({batch},)")
+        check_range(name, labels, 0, num_labels)
+        return
+    check_floating(name, labels, logits.dtype)
+    if problem_type == "regression":
+        if labels.numel() != batch * num_labels:
+            raise ValueError(
+                f"{name}: shape {tuple(labels.shape)}; expected regression targets ({batch}, {num_labels})"
+            )
+        check_finite(name, labels)
+        return
+    if tuple(labels.shape) != (batch, num_labels):
+        raise ValueError(f"{name}: shape {tuple(labels.shape)}; expected multi-label targets ({batch}, {num_labels})")
+    check_finite(name, labels)
+    if values_checkable(labels) and not bool(((labels >= 0) & (labels <= 1)).all()):
+        raise ValueError(
+            f"{name}: multi-label targets range over [{float(labels.min())}, {float(labels.max())}]; expected [0, 1]"
+        )
+
+
+def check_token_labels(labels: object, batch: int, max_length: int, vocab_size: int, ignore_index: int = -100) -> None:
+    """Masked-LM labels: int64 (B, L), 1 <= L <= max_length, each a token id in [0, vocab_size) or ``ignore_index``."""
+    name = "labels"
+    check_tensor(name, labels)
+    check_dtype(name, labels, (torch.int64,), " (token ids, -100 where ignored)")
+    if labels.dim() != 2 or labels.shape[0] != batch or not 1 <= labels.shape[1] <= max_length:
+        raise ValueError(f"{name}: shape {tuple(labels.shape)}; expected ({batch}, L) with 1 <= L <= {max_length}")
+    if values_checkable(labels):
+        kept = labels[labels != ignore_index]
+        if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= vocab_size):
+            raise ValueError(
+                f"{name}: token ids range over [{int(kept.min())}, {int(kept.max())}]; expected [0, {vocab_size}) "
+                f"or {ignore_index} (ignored)"
+            )
+
+
+def check_range(name: str, x: torch.Tensor, low: int, high: int) -> None:
+    """Integer ``x`` lies in [low, high)."""
+    if values_checkable(x):
+        lo, hi = int(x.min()), int(x.max())
+        if lo < low or hi >= high:
+            raise ValueError(f"{name}: values range over [{lo}, {hi}]; expected [{low}, {high})")
+
+
+def check_like(name: str, x: object, shape: Sequence[int], dtype: torch.dtype) -> None:
+    """``x`` is a finite tensor of exactly ``shape`` and floating ``dtype`` (targets compared with an output)."""
+    check_tensor(name, x)
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{name}: shape {tuple(x.shape)}; expected {tuple(shape)}")
+    check_floating(name, x, dtype)
+    check_finite(name, x)
+
+
+def check_model_inputs(name: str, x: object, width: int, dtype: torch.dtype | None) -> None:
+    """Inputs that go to the encoder as they are: a finite (batch, length, width) tensor of the parameters'
+    dtype, every size >= 1."""
+    layout = f"(batch, length, {width})"
+    check_tensor(name, x)
+    if x.dim() != 3 or x.shape[-1] != width:
+        raise ValueError(f"{name}: shape {tuple(x.shape)}; expected {layout}")
+    check_nonempty(name, x, layout)
+    check_floating(name, x, dtype)
+    check_finite(name, x)

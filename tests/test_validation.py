@@ -223,3 +223,65 @@ def test_bad_subsampled_points_are_refused():
         for points, error, match in cases:
             with pytest.raises(error, match=match):
                 model(inputs=inputs, subsampled_output_points=points)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Label checks (perceiver_io.checks), called by the heads' losses
+# ---------------------------------------------------------------------------------------------------------
+
+LOGITS = torch.zeros(2, 3)
+
+
+@pytest.mark.parametrize(
+    ("labels", "problem_type", "error", "match"),
+    [
+        (torch.tensor([0, 2]), None, None, None),
+        (torch.rand(2, 3), None, None, None),
+        (torch.tensor([0, 3]), None, ValueError, r"labels: values range over \[0, 3\]; expected \[0, 3\)"),
+        (torch.tensor([0, 1], dtype=torch.int32), None, TypeError, "labels: dtype torch.int32; expected torch.int64"),
+        (torch.tensor([[0], [1]]), None, ValueError, r"labels: shape \(2, 1\); expected class indices \(2,\)"),
+        (torch.tensor([0.0, 1.0]), None, ValueError, r"labels: shape \(2,\); expected multi-label targets \(2, 3\)"),
+        (torch.full((2, 3), float("nan")), None, ValueError, "labels: 6 non-finite values"),
+        (torch.full((2, 3), 2.0), None, ValueError, r"multi-label targets range over \[2.0, 2.0\]; expected \[0, 1\]"),
+        (torch.rand(2, 3).double(), None, TypeError, "labels: dtype torch.float64; the model's parameters are"),
+        (torch.rand(2, 3), "regression", None, None),
+        (torch.rand(2, 2), "regression", ValueError, r"expected regression targets \(2, 3\)"),
+        ([0, 1], None, TypeError, "labels must be a torch.Tensor; got list"),
+    ],
+)
+def test_class_labels_are_checked(labels, problem_type, error, match):
+    from perceiver_io.checks import check_class_labels
+
+    if error is None:
+        check_class_labels(labels, LOGITS, problem_type)
+    else:
+        with pytest.raises(error, match=match):
+            check_class_labels(labels, LOGITS, problem_type)
+
+
+def test_token_labels_are_checked():
+    from perceiver_io.checks import check_token_labels
+
+    ok = torch.tensor([[5, -100, 7]])
+    check_token_labels(ok, 1, 4, vocab_size=8)
+    with pytest.raises(ValueError, match=r"labels: token ids range over \[5, 8\]; expected \[0, 8\) or -100"):
+        check_token_labels(torch.tensor([[5, -100, 8]]), 1, 4, vocab_size=8)
+    with pytest.raises(ValueError, match=r"labels: shape \(1, 5\); expected \(1, L\) with 1 <= L <= 4"):
+        check_token_labels(torch.zeros(1, 5, dtype=torch.long), 1, 4, vocab_size=8)
+    with pytest.raises(TypeError, match=r"labels: dtype torch\.float32; expected torch\.int64"):
+        check_token_labels(ok.float(), 1, 4, vocab_size=8)
+
+
+def test_finite_check_is_skipped_while_compiling():
+    """A value check inside torch.compile would break the graph (fullgraph=True refuses a graph break)."""
+    from perceiver_io.checks import check_finite
+
+    def f(x):
+        check_finite("x", x)
+        return x * 2
+
+    x = torch.tensor([1.0, float("nan")])
+    with pytest.raises(ValueError, match="x: 1 non-finite values"):
+        f(x)
+    compiled = torch.compile(f, fullgraph=True, backend="eager")
+    assert torch.equal(compiled(torch.ones(2)), torch.full((2,), 2.0))
