@@ -12,8 +12,10 @@ import copy
 import functools
 import inspect
 import json
+import math
 import os
 import warnings
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,37 @@ import torch
 GELU_VARIANTS = {"gelu": "none", "gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu_fast": "tanh"}
 STEM_PADDINGS = ("transformers", "tf_same")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+# Counts and widths: integers >= 1. Above 2**31 - 1 a value is a typo, not a model: no tensor dimension or layer
+# count of a Perceiver comes near it, and a shape that large would be refused only after terabytes were requested.
+POSITIVE_INTS = (
+    "num_latents",
+    "d_latents",
+    "d_model",
+    "num_blocks",
+    "num_self_attends_per_block",
+    "num_self_attention_heads",
+    "num_cross_attention_heads",
+    "self_attention_widening_factor",
+    "cross_attention_widening_factor",
+    "vocab_size",
+    "max_position_embeddings",
+    "image_size",
+    "num_frames",
+    "audio_samples_per_frame",
+    "samples_per_patch",
+    "output_num_channels",
+    "label_trainable_num_channels",
+)
+MAX_INT = 2**31 - 1
+BOOLS = (
+    "use_query_residual",
+    "mask_decoder_queries",
+    "wipe_fully_masked_rows",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "is_encoder_decoder",
+)
 
 # Keywords every transformers config accepts (PretrainedConfig's, current and past, and the generation settings
 # older versions wrote into config.json). None changes a Perceiver's computation in transformers either; they are
@@ -190,11 +223,11 @@ class PerceiverConfig:
         self.vocab_size = vocab_size
         self.max_position_embeddings = max_position_embeddings
         self.image_size = image_size
-        self.train_size = tuple(train_size)
+        self.train_size = _as_tuple("train_size", train_size)
         self.num_frames = num_frames
         self.audio_samples_per_frame = audio_samples_per_frame
         self.samples_per_patch = samples_per_patch
-        self.output_shape = tuple(output_shape)
+        self.output_shape = _as_tuple("output_shape", output_shape)
         self.output_num_channels = output_num_channels
         self.label_trainable_num_channels = label_trainable_num_channels
         self.conv_stem_padding = conv_stem_padding
@@ -243,13 +276,15 @@ class PerceiverConfig:
         if id2label is not None:
             self.id2label = id2label
             if label2id is not None:
+                if not isinstance(label2id, Mapping):
+                    raise TypeError(f"label2id must be a dict {{name: index}}; got {type(label2id).__name__}")
                 if set(label2id) != set(self.id2label.values()):
                     raise ValueError(
                         f"label2id names {sorted(label2id)[:5]}… but id2label names "
                         f"{sorted(set(self.id2label.values()))[:5]}…: they must name the same labels"
                     )
                 # Kept as given: with duplicate label names (ImageNet has two "crane"s) it is no exact inverse.
-                self._label2id = {k: int(v) for k, v in label2id.items()}
+                self._label2id = {k: _label_index(v) for k, v in label2id.items()}
         else:
             self.label2id = label2id
         if num_labels is not None and num_labels != self.num_labels:
@@ -262,9 +297,12 @@ class PerceiverConfig:
 
     @id2label.setter
     def id2label(self, value: dict[int | str, str]) -> None:
-        if not isinstance(value, dict):
+        if not isinstance(value, Mapping):
             raise TypeError(f"id2label must be a dict {{index: name}}; got {type(value).__name__}")
-        self._id2label = {int(k): v for k, v in value.items()}
+        _check_label_names("id2label", value.values())
+        if not value:
+            raise ValueError("id2label={} names no label; a model has at least one")
+        self._id2label = {_label_index(k): v for k, v in value.items()}
         self._label2id = {v: k for k, v in self._id2label.items()}
 
     @property
@@ -274,9 +312,11 @@ class PerceiverConfig:
 
     @label2id.setter
     def label2id(self, value: dict[str, int | str]) -> None:
-        if not isinstance(value, dict):
+        if not isinstance(value, Mapping):
             raise TypeError(f"label2id must be a dict {{name: index}}; got {type(value).__name__}")
-        self._label2id = {k: int(v) for k, v in value.items()}
+        if not value:
+            raise ValueError("label2id={} names no label; a model has at least one")
+        self._label2id = {k: _label_index(v) for k, v in value.items()}
         self._id2label = {v: k for k, v in self._label2id.items()}
 
     @property
@@ -339,28 +379,45 @@ class PerceiverConfig:
         return GELU_VARIANTS[self.hidden_act]
 
     def validate(self) -> None:
-        """Raise ValueError naming the first inconsistent field."""
-        if self.hidden_act not in GELU_VARIANTS:
-            raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; expected one of {list(GELU_VARIANTS)}")
-        if self.conv_stem_padding not in STEM_PADDINGS:
-            raise ValueError(f"conv_stem_padding={self.conv_stem_padding!r}; expected one of {STEM_PADDINGS}")
-        if self.cross_attention_shape_for_attention not in ("q", "kv"):
-            raise ValueError(
-                f"cross_attention_shape_for_attention={self.cross_attention_shape_for_attention!r}; "
-                "expected 'q' or 'kv'"
-            )
+        """Raise ValueError (a bad value) or TypeError (a value of the wrong type) naming the first bad field."""
+        for name in POSITIVE_INTS:
+            _check_int(name, getattr(self, name), 1)
+        for name in ("qk_channels", "v_channels"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1)
+        _check_int("chunk_size_feed_forward", self.chunk_size_feed_forward, 0)
+        for name in BOOLS:
+            _check_bool(name, getattr(self, name))
+        if self.decoder_query_residual is not None:
+            _check_bool("decoder_query_residual", self.decoder_query_residual)
+        _check_float("attention_probs_dropout_prob", self.attention_probs_dropout_prob, 0.0, 1.0)
+        _check_float("initializer_range", self.initializer_range, 0.0, math.inf)
+        _check_float("layer_norm_eps", self.layer_norm_eps, 0.0, math.inf)
+        for name, options in (
+            ("hidden_act", list(GELU_VARIANTS)),
+            ("conv_stem_padding", list(STEM_PADDINGS)),
+            ("cross_attention_shape_for_attention", ["q", "kv"]),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in options:
+                raise ValueError(f"{name}={value!r} is not supported; expected one of {options}")
         for name in ("num_self_attention_heads", "num_cross_attention_heads"):
             heads = getattr(self, name)
             if self.d_latents % heads:
                 raise ValueError(f"d_latents={self.d_latents} is not divisible by {name}={heads}")
-        if len(self.train_size) != 2:
-            raise ValueError(f"train_size={self.train_size} must be (height, width)")
-        if len(self.output_shape) != 4:
-            raise ValueError(f"output_shape={self.output_shape} must be (batch, frames, height, width)")
-        positive = ("num_latents", "d_latents", "d_model", "num_blocks", "num_self_attends_per_block")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        for name, value in (("qk_channels", self.qk_channels), ("v_channels", self.v_channels)):
+            for heads_name in ("num_self_attention_heads", "num_cross_attention_heads"):
+                heads = getattr(self, heads_name)
+                if value is not None and value % heads:
+                    raise ValueError(f"{name}={value} is not divisible by {heads_name}={heads}")
+        for name, value, dims in (
+            ("train_size", self.train_size, "(height, width)"),
+            ("output_shape", self.output_shape, "(batch, frames, height, width)"),
+        ):
+            if len(value) != dims.count(",") + 1:
+                raise ValueError(f"{name}={list(value)} must be {dims}")
+            for v in value:
+                _check_int(name, v, 1)
 
     def with_deepmind_numerics(self) -> PerceiverConfig:
         """A copy that computes what DeepMind's JAX code computes (tanh GELU, TF-SAME stem, masked queries)."""
@@ -450,6 +507,13 @@ class PerceiverConfig:
         An override that is no config key raises TypeError, or with ``return_unused_kwargs=True`` is returned:
         ``(config, {key: value})`` (transformers' convention, for callers that pass the rest on).
         """
+        return cls._from_dict(config_dict, None, return_unused_kwargs, kwargs)
+
+    @classmethod
+    def _from_dict(
+        cls, config_dict: dict[str, Any], source: Path | None, return_unused_kwargs: bool, kwargs: dict[str, Any]
+    ) -> PerceiverConfig | tuple[PerceiverConfig, dict[str, Any]]:
+        """``from_dict``; a bad stored value raises naming ``source`` (the config.json it was read from)."""
         data = dict(config_dict)
         used, unused = {}, {}
         for key, value in kwargs.items():
@@ -468,7 +532,13 @@ class PerceiverConfig:
             data.pop("label2id", None)
         if "label2id" in used and "id2label" not in used:
             data.pop("id2label", None)
-        config = cls(**{**data, **used})
+        try:
+            config = cls(**{**data, **used})
+        except (ValueError, TypeError) as err:
+            if source is None:
+                raise
+            where = f"{source} with overrides {sorted(used)}" if used else str(source)
+            raise (TypeError if isinstance(err, TypeError) else ValueError)(f"{where}: {err}") from None
         if return_unused_kwargs:
             return config, unused
         if unused:
@@ -484,7 +554,7 @@ class PerceiverConfig:
     @classmethod
     def from_json_file(cls, json_file: str | os.PathLike) -> PerceiverConfig:
         """A config from a JSON file of its keys."""
-        return cls(**read_config_dict(json_file))
+        return cls._from_dict(read_config_dict(json_file), Path(json_file), False, {})
 
     @classmethod
     def from_pretrained(
@@ -517,12 +587,13 @@ class PerceiverConfig:
         else:
             json_file = resolve_source(pretrained_model_name_or_path, hub, ["config.json"]) / "config.json"
         config_dict = {**read_config_dict(json_file), "_name_or_path": str(pretrained_model_name_or_path)}
-        return cls.from_dict(config_dict, return_unused_kwargs=return_unused_kwargs, **kwargs)
+        return cls._from_dict(config_dict, json_file, return_unused_kwargs, kwargs)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, **overrides: Any) -> PerceiverConfig:
         """The config in a local model folder (``from_pretrained`` without the hub)."""
-        return cls.from_dict(read_config_dict(Path(directory) / "config.json"), **overrides)
+        json_file = Path(directory) / "config.json"
+        return cls._from_dict(read_config_dict(json_file), json_file, False, overrides)
 
 
 def read_config_dict(json_file: str | os.PathLike) -> dict[str, Any]:
@@ -562,3 +633,46 @@ def _signature_defaults() -> dict[str, Any]:
     """{keyword: default} of ``PerceiverConfig.__init__`` (the named keywords, in order)."""
     params = inspect.signature(PerceiverConfig.__init__).parameters.values()
     return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    """``value`` is an int in [low, MAX_INT]; a bool is no int here (``True`` is a typo for a count)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}={value!r} must be an integer; got {type(value).__name__}")
+    if not low <= value <= MAX_INT:
+        raise ValueError(f"{name}={value} must be an integer in [{low}, {MAX_INT}]")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}={value!r} must be True or False; got {type(value).__name__}")
+
+
+def _check_float(name: str, value: Any, low: float, high: float) -> None:
+    """``value`` is a finite real number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name}={value!r} must be a number; got {type(value).__name__}")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{name}={value!r} must be a finite number in [{low}, {high}]")
+
+
+def _as_tuple(name: str, value: Any) -> tuple:
+    """A list or tuple field (config.json stores tuples as lists) as a tuple; its items are checked in validate."""
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"{name}={value!r} must be a list or tuple; got {type(value).__name__}")
+    return tuple(value)
+
+
+def _check_label_names(field: str, names: Iterable[Any]) -> None:
+    for name in names:
+        if not isinstance(name, Hashable):
+            raise TypeError(f"{field} label name {name!r} must be a string; got {type(name).__name__}")
+
+
+def _label_index(key: Any) -> int:
+    """A class index of id2label: an int, or its decimal string (JSON object keys are strings)."""
+    if isinstance(key, str) and key.strip().lstrip("-").isdigit():
+        key = int(key)
+    if isinstance(key, bool) or not isinstance(key, int) or key < 0:
+        raise ValueError(f"id2label key {key!r} is not a class index (an integer >= 0)")
+    return key

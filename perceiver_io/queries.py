@@ -12,11 +12,23 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from perceiver_io.checks import check_dtype, check_rank, check_tensor, values_checkable
 from perceiver_io.layers.position import (
     FourierPositionEncoding,
     TrainablePositionEncoding,
     subsampled_positions,
 )
+
+
+def check_points(name: str, points: object, size: int) -> None:
+    """``points`` are flat indices into an output grid of ``size`` queries: an int64 (N,) tensor in [0, size)."""
+    check_tensor(name, points)
+    check_dtype(name, points, (torch.int64,))
+    check_rank(name, points, (1,), "flat indices (N,)")
+    if values_checkable(points):
+        low, high = int(points.min()), int(points.max())
+        if low < 0 or high >= size:
+            raise ValueError(f"{name} range over [{low}, {high}]; the output grid has indices [0, {size})")
 
 
 class TrainableQueries(nn.Module):
@@ -31,6 +43,7 @@ class TrainableQueries(nn.Module):
     def forward(self, inputs: torch.Tensor, subsampled_points: torch.Tensor | None = None, **_: object):
         table = self.pos()
         if subsampled_points is not None:
+            check_points("subsampled_output_points", subsampled_points, self.num_queries)
             table = table[subsampled_points]
         return table.to(inputs.dtype).expand(inputs.shape[0], -1, -1)
 
@@ -49,6 +62,7 @@ class FourierQueries(nn.Module):
         if subsampled_points is None:
             feats = self.encoding.grid(self.index_dims, inputs.device, inputs.dtype)
         else:
+            check_points("subsampled_output_points", subsampled_points, self.num_queries)
             pos = subsampled_positions(subsampled_points.to(inputs.device), self.index_dims)
             feats = self.encoding.at(pos, inputs.dtype)
         return feats.expand(inputs.shape[0], -1, -1)
@@ -136,8 +150,35 @@ class MultimodalQueries(nn.Module):
             {m: nn.Parameter(torch.randn(1, self.num_channels - p.num_channels) * 0.02) for m, p in providers.items()}
         )
 
+    def check_points(self, subsampled_points: Mapping[str, torch.Tensor | None] | None) -> None:
+        """``subsampled_points`` is None, or names every modality whose output is a grid (a dict naming only some
+        would decode the others whole: almost surely a slip when decoding in chunks) and no other, each with flat
+        indices into that modality's grid."""
+        if subsampled_points is None:
+            return
+        if not isinstance(subsampled_points, Mapping):
+            raise TypeError(
+                f"subsampled_output_points must be a dict {{modality: indices}}; got {type(subsampled_points).__name__}"
+            )
+        grids = sorted(m for m, p in self.providers.items() if isinstance(p, FourierQueries))
+        unknown = sorted(set(subsampled_points) - set(self.providers))
+        missing = [m for m in grids if subsampled_points.get(m) is None]
+        if unknown or missing:
+            raise ValueError(
+                f"subsampled_output_points has keys {sorted(subsampled_points)}; expected indices for each of {grids}"
+                + (
+                    f" (and optionally {sorted(set(self.providers) - set(grids))})"
+                    if set(self.providers) - set(grids)
+                    else ""
+                )
+            )
+        for m, points in subsampled_points.items():
+            if points is not None:
+                check_points(f"subsampled_output_points[{m!r}]", points, self.providers[m].num_queries)
+
     def output_sizes(self, subsampled_points: Mapping[str, torch.Tensor | None] | None) -> dict[str, int]:
         """Number of queries per modality: the subsampled count, or the provider's full grid."""
+        self.check_points(subsampled_points)
         points = subsampled_points or {}
         return {
             m: int(points[m].shape[0]) if points.get(m) is not None else p.num_queries
@@ -151,6 +192,7 @@ class MultimodalQueries(nn.Module):
         inputs_without_pos: Mapping[str, torch.Tensor] | None = None,
         **_: object,
     ) -> torch.Tensor:
+        self.check_points(subsampled_points)
         subsampled_points = subsampled_points or {}
         inputs_without_pos = inputs_without_pos or {}
         parts = []

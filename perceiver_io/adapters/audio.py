@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from perceiver_io.adapters.arguments import check_postprocessor_call, check_preprocessor_call
+from perceiver_io.checks import check_finite, check_floating, check_nonempty, check_rank, check_tensor, parameter_dtype
 from perceiver_io.layers.position import FourierPositionEncoding, TrainablePositionEncoding
 
 
@@ -47,10 +48,20 @@ class AudioPreprocessor(nn.Module):
     ) -> tuple[torch.Tensor, None, torch.Tensor]:
         """transformers' preprocessor call → (with positions (B, N, C), None, patches (B, N, p))."""
         check_preprocessor_call(type(self).__name__, pos, network_input_is_1d, interpolate_pos_encoding)
-        b = inputs.shape[0]
-        total = inputs[0].numel()
+        name, layout = "audio inputs", "samples (B, S) or (B, S, 1)"
+        check_tensor(name, inputs)
+        check_rank(name, inputs, (2, 3), layout)
+        if inputs.dim() == 3 and inputs.shape[2] != 1:
+            raise ValueError(f"{name}: shape {tuple(inputs.shape)}; expected {layout}")
+        check_nonempty(name, inputs, layout)
+        check_floating(name, inputs, parameter_dtype(self))
+        check_finite(name, inputs)
+        b, total = inputs.shape[0], inputs.shape[1]
         if total % self.samples_per_patch:
-            raise ValueError(f"{total} audio samples are not a multiple of samples_per_patch={self.samples_per_patch}")
+            raise ValueError(
+                f"{name} of shape {tuple(inputs.shape)}: {total} samples are not a multiple of "
+                f"samples_per_patch={self.samples_per_patch}"
+            )
         patches = inputs.reshape(b, -1, self.samples_per_patch)
         n = patches.shape[1]
         if isinstance(self.position, FourierPositionEncoding):

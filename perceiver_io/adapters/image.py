@@ -10,6 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from perceiver_io.adapters.arguments import check_postprocessor_call, check_preprocessor_call
+from perceiver_io.checks import (
+    check_finite,
+    check_floating,
+    check_nonempty,
+    check_rank,
+    check_tensor,
+    parameter_dtype,
+)
 from perceiver_io.layers.position import FourierPositionEncoding, TrainablePositionEncoding
 
 PREP_TYPES = ("conv", "conv1x1", "pixels", "patches")
@@ -138,17 +146,46 @@ class ImagePreprocessor(nn.Module):
             raise ValueError(f"cannot add {pos_channels} position channels to {feat} feature channels")
         self.num_channels = feat + pos_channels if concat_or_add_pos == "concat" else feat
 
-    def _check_channels(self, inputs: torch.Tensor) -> None:
-        channel_axis = 1 if inputs.dim() == 4 else 2
+    def check_inputs(self, inputs: torch.Tensor) -> None:
+        """Refuse what the features cannot be computed from: a non-tensor, a wrong rank or channel count, a zero
+        size, a dtype other than floats of the parameters' dtype, NaN or inf, an image too small for the stem."""
+        name = "image inputs"
+        check_tensor(name, inputs)
         c = "C" if self.in_channels is None else self.in_channels
-        if inputs.dim() not in (4, 5) or (c != "C" and inputs.shape[channel_axis] != c):
-            raise ValueError(
-                f"expected images (B, {c}, H, W) or videos (B, T, {c}, H, W); got shape {tuple(inputs.shape)}"
-            )
+        layout = f"images (B, {c}, H, W) or videos (B, T, {c}, H, W)"
+        if isinstance(self.position, FourierPositionEncoding):
+            # Fourier positions span a grid of fixed rank: (H, W) for images, (T, H, W) for videos; frame pairs
+            # (B, t, C, H, W) folded into one time step by t-frame patches make an (H, W) grid too.
+            folds = self.prep_type == "patches" and self.temporal_downsample > 1 and self.position.num_dims == 2
+            rank = 5 if folds else self.position.num_dims + 2
+            t = self.temporal_downsample
+            layout = f"images (B, {c}, H, W)" if rank == 4 else f"videos (B, {t if folds else 'T'}, {c}, H, W)"
+            check_rank(name, inputs, (rank,), layout)
+            if folds and inputs.shape[1] != t:
+                raise ValueError(f"{name}: shape {tuple(inputs.shape)}; expected {layout}")
+        elif self.prep_type in ("conv", "conv1x1"):
+            layout = f"images (B, {c}, H, W)"  # 2-d convolutions
+            check_rank(name, inputs, (4,), layout)
+        else:
+            check_rank(name, inputs, (4, 5), layout)
+        channel_axis = 1 if inputs.dim() == 4 else 2
+        if c != "C" and inputs.shape[channel_axis] != c:
+            raise ValueError(f"{name}: shape {tuple(inputs.shape)}; expected {layout} with {c} channels")
+        check_nonempty(name, inputs, layout)
+        check_floating(name, inputs, parameter_dtype(self))
+        check_finite(name, inputs)
+        if self.prep_type == "conv":
+            # A 7×7 stride-2 conv padded by 3, then an unpadded 3×3 stride-2 max pool: the pool needs 3 conv rows.
+            minimum = 5 if self.convnet.padding == "transformers" else 1
+            if min(inputs.shape[-2:]) < minimum:
+                raise ValueError(
+                    f"{name} of shape {tuple(inputs.shape)} are too small for the conv stem: H and W must be >= "
+                    f"{minimum} (a 7×7 stride-2 conv, then a 3×3 stride-2 max pool without padding)"
+                )
 
     def features(self, inputs: torch.Tensor) -> torch.Tensor:
         """Raw inputs → channels-last features (B, *index_dims, C_feat)."""
-        self._check_channels(inputs)
+        self.check_inputs(inputs)
         if self.prep_type == "conv":
             return self.convnet(inputs).permute(0, 2, 3, 1)
         if self.prep_type == "conv1x1":
@@ -161,15 +198,15 @@ class ImagePreprocessor(nn.Module):
         h, w = inputs.shape[-2:]
         s, t = self.spatial_downsample, self.temporal_downsample
         if h % s or w % s or (inputs.dim() == 5 and inputs.shape[1] % t):
-            raise ValueError(f"input shape {tuple(inputs.shape)} is not divisible into {t}×{s}×{s} patches")
+            raise ValueError(f"image inputs of shape {tuple(inputs.shape)} do not divide into {t}×{s}×{s} patches")
         x = space_to_depth(inputs, t, s)
         if x.dim() == 5 and x.shape[1] == 1:  # a frame pair folded into one time step (optical flow)
             x = x[:, 0]
         if hasattr(self, "conv_after_patches"):
             if x.shape[-1] != self.conv_after_patches.in_features:
                 raise ValueError(
-                    f"patches of input {tuple(inputs.shape)} are {x.shape[-1]} deep; the Linear after patching takes "
-                    f"{self.conv_after_patches.in_features}"
+                    f"patches of image inputs {tuple(inputs.shape)} are {x.shape[-1]} deep; the Linear after "
+                    f"patching takes {self.conv_after_patches.in_features}"
                 )
             x = self.conv_after_patches(x)
         return x

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from perceiver_io.adapters.arguments import check_postprocessor_call, check_preprocessor_call
+from perceiver_io.checks import check_finite, check_floating, check_nonempty, check_tensor
 
 
 class OneHotPreprocessor(nn.Module):
@@ -26,8 +27,13 @@ class OneHotPreprocessor(nn.Module):
     ) -> tuple[torch.Tensor, None, torch.Tensor]:
         """transformers' preprocessor call → (tokens (B, 1, K), None, the same tokens)."""
         check_preprocessor_call(type(self).__name__, pos, network_input_is_1d, interpolate_pos_encoding)
+        name, layout = "label inputs", f"one-hot labels (batch, {self.num_channels})"
+        check_tensor(name, inputs)
         if inputs.dim() != 2 or inputs.shape[1] != self.num_channels:
-            raise ValueError(f"label input must be (batch, {self.num_channels}); got {tuple(inputs.shape)}")
+            raise ValueError(f"{name}: shape {tuple(inputs.shape)}; expected {layout}")
+        check_nonempty(name, inputs, layout)
+        check_floating(name, inputs, None)
+        check_finite(name, inputs)
         tokens = inputs[:, None, :]
         return tokens, None, tokens
 

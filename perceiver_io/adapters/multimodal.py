@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from perceiver_io.adapters.arguments import check_postprocessor_call, check_preprocessor_call
+from perceiver_io.checks import check_floating, check_tensor, parameter_dtype
 
 
 class MultimodalPreprocessor(nn.Module):
@@ -16,6 +17,8 @@ class MultimodalPreprocessor(nn.Module):
     Each modality's padding channels hold a learned vector (a modality embedding). A modality listed in
     ``mask_probs`` has each token replaced, with that probability, by a learned mask token; with probability 1.0
     (the label of the video autoencoder) this is deterministic and is how classification-by-masking works.
+    ``input_shapes`` ({modality: shape without the batch axis}) fixes the shapes a model was built for; a modality
+    not in it takes whatever its preprocessor takes.
     """
 
     def __init__(
@@ -23,9 +26,11 @@ class MultimodalPreprocessor(nn.Module):
         modalities: Mapping[str, nn.Module],
         mask_probs: Mapping[str, float] | None = None,
         min_padding_size: int = 2,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         self.modalities = nn.ModuleDict(modalities)
+        self.input_shapes = {m: tuple(shape) for m, shape in (input_shapes or {}).items()}
         self.mask_probs = dict(mask_probs or {})
         self.num_channels = max(p.num_channels for p in modalities.values()) + min_padding_size
         self.padding = nn.ParameterDict(
@@ -47,6 +52,18 @@ class MultimodalPreprocessor(nn.Module):
         if not isinstance(inputs, Mapping) or set(inputs) != set(self.modalities):
             got = sorted(inputs) if isinstance(inputs, Mapping) else type(inputs).__name__
             raise ValueError(f"multimodal inputs must be a dict with keys {sorted(self.modalities)}; got {got}")
+        like = parameter_dtype(self)
+        for m in sorted(inputs):
+            x, name = inputs[m], f"{m} inputs"
+            check_tensor(name, x)
+            expected = self.input_shapes.get(m)
+            if expected is not None and tuple(x.shape[1:]) != expected:
+                raise ValueError(
+                    f"{name}: shape {tuple(x.shape)}; this model takes (batch, {', '.join(map(str, expected))})"
+                )
+            if x.dim() == 0:
+                raise ValueError(f"{name}: a scalar; expected a batch (batch, ...)")
+            check_floating(name, x, like)
         batch_sizes = {m: x.shape[0] for m, x in inputs.items()}
         if len(set(batch_sizes.values())) != 1:
             raise ValueError(f"modalities have different batch sizes: {batch_sizes}")

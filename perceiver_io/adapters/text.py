@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from perceiver_io.adapters.arguments import check_preprocessor_call
+from perceiver_io.checks import check_dtype, check_nonempty, check_rank, check_tensor, values_checkable
 from perceiver_io.config import PerceiverConfig
 
 
@@ -27,17 +28,17 @@ class TextPreprocessor(nn.Module):
     ) -> tuple[torch.Tensor, None, torch.Tensor]:
         """transformers' preprocessor call → (embeddings + positions (B, T, d_model), None, embeddings)."""
         check_preprocessor_call(type(self).__name__, pos, network_input_is_1d, interpolate_pos_encoding)
-        if inputs.dtype.is_floating_point or inputs.dim() != 2:
-            raise ValueError(
-                f"text inputs must be integer token ids (batch, length); got {inputs.dtype} {inputs.shape}"
-            )
+        name, layout = "token ids (inputs)", "(batch, length)"
+        check_tensor(name, inputs)
+        check_rank(name, inputs, (2,), layout)
+        check_dtype(name, inputs, (torch.int64, torch.int32))
+        check_nonempty(name, inputs, layout)
         length, max_len = inputs.shape[1], self.position_embeddings.num_embeddings
         if length > max_len:
             raise ValueError(f"sequence of {length} tokens is longer than the position table ({max_len})")
         vocab = self.embeddings.num_embeddings
         # The range check reads values, which a traced graph cannot (torch.compile would break, ONNX export fail).
-        checkable = inputs.numel() and not torch.compiler.is_compiling()
-        if checkable and (int(inputs.min()) < 0 or int(inputs.max()) >= vocab):
+        if values_checkable(inputs) and (int(inputs.min()) < 0 or int(inputs.max()) >= vocab):
             raise ValueError(f"token ids must lie in [0, {vocab}); got {int(inputs.min())}..{int(inputs.max())}")
         tokens = self.embeddings(inputs)
         return tokens + self.position_embeddings.weight[:length], None, tokens

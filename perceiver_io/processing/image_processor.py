@@ -123,24 +123,37 @@ def _rescale(image: np.ndarray, factor: float) -> np.ndarray:
     return (image.astype(np.float64) * factor).astype(np.float32)
 
 
-def _pil_resize(image: np.ndarray, height: int, width: int, resample: int, index: int) -> np.ndarray:
+def _integral(image: np.ndarray) -> bool:
+    """Whether pixels count as 8-bit levels; transformers' test, tolerance included."""
+    return bool(np.issubdtype(image.dtype, np.integer) or np.allclose(image, image.astype(int)))
+
+
+def _check_values(image: np.ndarray, index: int) -> None:
+    """Pixel values as transformers' PIL conversion reads them: uint8 anything; integers and integer-valued floats
+    in [0, 255]; other floats in [0, 1]. NaN and infinities are none of these."""
+    if image.dtype == np.uint8 or image.size == 0:
+        return
+    if np.issubdtype(image.dtype, np.floating):
+        bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+        if bad:
+            raise ValueError(f"image {index} has {bad} non-finite values (NaN or inf); expected finite pixels")
+    low, high = float(image.min()), float(image.max())
+    if _integral(image):
+        if low < 0 or high > 255:
+            raise ValueError(f"image {index} has integer values in [{low}, {high}]; expected them in [0, 255]")
+    elif low < 0 or high > 1:
+        raise ValueError(f"image {index} has float values in [{low}, {high}]; expected [0, 1] or integers in [0, 255]")
+
+
+def _pil_resize(image: np.ndarray, height: int, width: int, resample: int) -> np.ndarray:
     """Resize a ``(3, H, W)`` array with PIL, going through uint8 exactly as transformers does.
 
     uint8 and integer-valued images in [0, 255] are resized as they are; float images in [0, 1] are scaled to
     [0, 255], truncated to uint8 (transformers' behaviour, which quantises them) and scaled back afterwards.
     """
     scaled_back = False
-    if image.dtype != np.uint8:
-        low, high = float(image.min()), float(image.max())
-        if np.allclose(image, image.astype(int)):
-            if low < 0 or high > 255:
-                raise ValueError(f"image {index} has integer values in [{low}, {high}]; expected them in [0, 255]")
-        elif low >= 0 and high <= 1:
-            image, scaled_back = _rescale(image, 255), True
-        else:
-            raise ValueError(
-                f"image {index} has float values in [{low}, {high}]; expected [0, 1] or integers in [0, 255]"
-            )
+    if image.dtype != np.uint8 and not _integral(image):  # in [0, 1]: checked by _check_values
+        image, scaled_back = _rescale(image, 255), True
     pil = PIL.Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)).astype(np.uint8))
     resized = np.asarray(pil.resize((width, height), resample=resample)).transpose(2, 0, 1)
     return _rescale(resized, 1 / 255) if scaled_back else resized
@@ -347,6 +360,8 @@ class PerceiverImageProcessor(BaseImageProcessor):
 
     def _preprocess_one(self, image: Any, index: int) -> np.ndarray:
         chw = _to_chw(image, index, self.do_convert_rgb)
+        # On the whole image, before the crop drops its border, and whether or not it is resized.
+        _check_values(chw, index)
         if self.do_rescale and np.issubdtype(chw.dtype, np.floating) and chw.min() >= 0 and chw.max() <= 1:
             # transformers rescales silently; the result is then ~255x too small, almost surely a mistake.
             warnings.warn(
@@ -365,7 +380,7 @@ class PerceiverImageProcessor(BaseImageProcessor):
                 )
             chw = _center_crop(chw, crop_h, crop_w)
         if self.do_resize:
-            chw = _pil_resize(chw, self.size["height"], self.size["width"], self.resample, index)
+            chw = _pil_resize(chw, self.size["height"], self.size["width"], self.resample)
         if self.do_rescale:
             chw = _rescale(chw, self.rescale_factor)
         if self.do_normalize:
@@ -391,5 +406,7 @@ def _flatten(images: Any) -> list[Any]:
             raise ValueError("images is an empty list; pass at least one image")
         return list(images)
     if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+        if images.shape[0] == 0:
+            raise ValueError(f"images is an empty batch of shape {tuple(images.shape)}; pass at least one image")
         return list(images)
     return [images]

@@ -190,8 +190,8 @@ class PerceiverTokenizer:
                 the batch; ``"max_length"`` pads to ``max_length`` (``model_max_length`` if it is None).
             truncation: ``True``/``"longest_first"``/``"only_first"`` cuts sequences to ``max_length``
                 (special tokens included) on ``truncation_side``; ``False``/``"do_not_truncate"`` never
-                cuts. ``None`` (default) truncates only when ``max_length`` is given and ``padding`` is off,
-                as transformers does.
+                cuts. ``None`` (default) truncates only when ``max_length`` is given and ``padding`` is
+                ``False`` (not ``"do_not_pad"``, which keeps the whole text), as transformers does.
             max_length: target length, special tokens included; defaults to ``model_max_length`` when needed.
             add_special_tokens: wrap each text as ``[CLS] ... [SEP]`` (transformers) or not (DeepMind).
             return_tensors: ``None`` for Python lists, ``"pt"`` for int64 ``torch.Tensor``, ``"np"`` for int64
@@ -228,7 +228,8 @@ class PerceiverTokenizer:
         else:
             raise ValueError(f"padding must be a bool, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
         if truncation is None:
-            truncate = max_length is not None and pad_to is None
+            # transformers' rule, to the letter: the bool False, not "do_not_pad", lets max_length truncate.
+            truncate = max_length is not None and padding is False
         elif isinstance(truncation, (bool, str)) and truncation in _TRUNCATION_STRATEGIES:
             truncate = _TRUNCATION_STRATEGIES[truncation]
         else:
