@@ -93,6 +93,8 @@ NOT_APPLICABLE: dict[str, str] = {
     "test_save_load_fast_slow_auto": "AutoImageProcessor resolves transformers' classes from the auto registry",
     "test_image_processor_save_load_with_autoimageprocessor": "AutoImageProcessor resolves transformers' classes",
     "test_tokenizer_mismatch_warning": "AutoTokenizer registry warning",
+    "test_prepare_batch_integration": "asserts isinstance of transformers' own BatchEncoding; perceiver_io's cannot "
+    "subclass it without importing transformers (optional); its ids and shapes are checked in tests/test_processing.py",
     "test_training_gradient_checkpointing*": "transformers' GradientCheckpointingLayer wrapper",
     "test_gradient_checkpointing_*": "transformers' GradientCheckpointingLayer wrapper",
     "test_headmasking": "head_mask was removed from transformers' Perceiver interface",

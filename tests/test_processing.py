@@ -189,6 +189,98 @@ def test_loads_legacy_added_token_dicts(tmp_path):
     assert loaded.mask_token == "[MASK]" and loaded.model_max_length == 99
 
 
+def _add_same_tokens(tokenizer: Any, added_token_cls: Any) -> list[int]:
+    """The same add_tokens / add_special_tokens calls on ours or transformers'; returns their counts."""
+    return [
+        tokenizer.add_tokens(["bim", "bambam", "a", "[CLS]"]),
+        tokenizer.add_tokens(added_token_cls("zz", lstrip=True, rstrip=True)),
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<new>", "bim"]}),
+    ]
+
+
+ADDED_TEXT = " He is very happy, UNwant\u00e9d,running bim bambam  zz  x<new>xbimx [CLS]"
+
+
+def test_added_tokens_match_transformers():
+    transformers = pytest.importorskip("transformers")
+    ours, theirs = PerceiverTokenizer(), transformers.PerceiverTokenizer()
+    assert _add_same_tokens(ours, transformers.AddedToken) == _add_same_tokens(theirs, transformers.AddedToken)
+    assert len(ours) == len(theirs) == 266 and ours.vocab_size == 262
+    for kwargs in ({}, {"add_special_tokens": False}, {"split_special_tokens": True}):
+        assert_same_encoding(ours(ADDED_TEXT, **kwargs), theirs(ADDED_TEXT, **kwargs))
+    tokens = ["bim", "bambam", "zz", "<new>", "[SEP]", "q"]
+    assert ours.convert_tokens_to_ids(tokens) == theirs.convert_tokens_to_ids(tokens)
+    ids = ours.encode(ADDED_TEXT)
+    assert ours.convert_ids_to_tokens(ids) == theirs.convert_ids_to_tokens(ids)
+    for skip in (False, True):
+        assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
+    assert set(ours.all_special_ids) == set(theirs.all_special_ids)
+    assert ours.additional_special_tokens == theirs.extra_special_tokens == ["<new>", "bim"]
+    assert ours.added_tokens_encoder == {k: v for k, v in theirs.added_tokens_encoder.items() if v >= 262}
+
+
+def test_added_tokens_save_load_through_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    ours, theirs = PerceiverTokenizer(model_max_length=42), transformers.PerceiverTokenizer(model_max_length=42)
+    _add_same_tokens(ours, transformers.AddedToken)
+    _add_same_tokens(theirs, transformers.AddedToken)
+    ours.save_pretrained(tmp_path / "ours")
+    theirs.save_pretrained(tmp_path / "theirs")
+    expected = theirs(ADDED_TEXT)
+    for loaded in (
+        PerceiverTokenizer.from_pretrained(tmp_path / "ours"),
+        PerceiverTokenizer.from_pretrained(tmp_path / "theirs"),
+        transformers.PerceiverTokenizer.from_pretrained(tmp_path / "ours"),
+    ):
+        assert_same_encoding(loaded(ADDED_TEXT), expected)
+        assert len(loaded) == 266 and loaded.model_max_length == 42
+        assert set(loaded.all_special_ids) == set(theirs.all_special_ids)
+    assert json.loads((tmp_path / "ours" / "added_tokens.json").read_text()) == json.loads(
+        (tmp_path / "theirs" / "added_tokens.json").read_text()
+    )
+
+
+def test_additional_special_tokens_keyword_and_stored_list(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    extra = ["<a>", transformers.AddedToken("<b>", lstrip=True)]
+    ours = PerceiverTokenizer(additional_special_tokens=extra)
+    # transformers' constructor keyword drops lstrip (5.25); its add_special_tokens keeps it, as ours does.
+    theirs = transformers.PerceiverTokenizer()
+    theirs.add_special_tokens({"additional_special_tokens": extra})
+    text = "x <b>y<a> [SEP]"
+    assert_same_encoding(ours(text), theirs(text))
+    assert ours.additional_special_tokens == ["<a>", "<b>"]
+    # An older-transformers config listing additional_special_tokens (no added_tokens_decoder) gets new ids.
+    PerceiverTokenizer().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config["additional_special_tokens"] = ["<c>", "<d>"]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    loaded = PerceiverTokenizer.from_pretrained(tmp_path)
+    assert loaded.additional_special_tokens == ["<c>", "<d>"] and loaded.convert_tokens_to_ids("<d>") == 263
+    overridden = PerceiverTokenizer.from_pretrained(tmp_path, additional_special_tokens=["<e>"])
+    assert overridden.additional_special_tokens == ["<e>"] and overridden.encode("<e>") == [4, 262, 5]
+
+
+def test_text_target_matches_transformers(tokenizer, hf_tokenizer):
+    targets = ["Summary of the text.", "Another summary."]
+    kwargs = {"max_length": 32, "padding": "max_length", "truncation": True, "return_tensors": "pt"}
+    assert_same_encoding(tokenizer(text_target=targets, **kwargs), hf_tokenizer(text_target=targets, **kwargs))
+    sources = [TEXTS["ascii"], TEXTS["non_ascii"]]
+    for kw in (kwargs, {"padding": True}):
+        assert_same_encoding(
+            tokenizer(sources, text_target=targets, **kw), hf_tokenizer(sources, text_target=targets, **kw)
+        )
+    assert_same_encoding(tokenizer("ab", text_target="cd e"), hf_tokenizer("ab", text_target="cd e"))
+
+
+def test_convert_tokens_to_string_matches_transformers(tokenizer, hf_tokenizer):
+    tokens = ["[CLS]", "t", "h", "i", "s", " ", "\xc3", "\xa9", "\xe2", "[SEP]"]
+    assert tokenizer.convert_tokens_to_string(tokens) == hf_tokenizer.convert_tokens_to_string(tokens)
+    ids = tokenizer.encode(TEXTS["non_ascii"])
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    assert tokenizer.convert_tokens_to_string(tokens) == hf_tokenizer.convert_tokens_to_string(tokens)
+
+
 # --- tokenizer: departures from transformers and bad input --------------------------------------------------
 
 
@@ -248,6 +340,45 @@ def test_bad_constructor_arguments_raise(tmp_path):
     with pytest.raises(ValueError, match="distinct"):
         PerceiverTokenizer(mask_token="[PAD]")
     with pytest.raises(FileNotFoundError, match=r"tokenizer_config\.json"):
+        PerceiverTokenizer.from_pretrained(tmp_path)
+
+
+def test_do_lower_case_lowercases_text_but_not_tokens(tmp_path, hf_tokenizer):
+    # transformers 5.25 stores do_lower_case but encodes "ABC" unchanged; ours lowercases, so the reference is
+    # transformers on the lowercased text. Special and added tokens are matched before lowercasing.
+    ours = PerceiverTokenizer(do_lower_case=True, additional_special_tokens=["<UP>"])
+    text = "ABC [CLS] ÜBER <UP>"
+    expected = [*hf_tokenizer.encode("abc [CLS] über ", add_special_tokens=False), 262]
+    assert ours.encode(text, add_special_tokens=False) == expected
+    ours.save_pretrained(tmp_path)
+    assert PerceiverTokenizer.from_pretrained(tmp_path).encode(text, add_special_tokens=False) == expected
+    assert PerceiverTokenizer.from_pretrained(tmp_path, do_lower_case=False).encode("A") == [4, 71, 5]
+
+
+def test_added_token_bad_input_raises(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    tokenizer = PerceiverTokenizer()
+    with pytest.raises(ValueError, match="pad_token"):
+        tokenizer.add_special_tokens({"pad_token": "<p>"})
+    with pytest.raises(ValueError, match="single_word"):
+        tokenizer.add_tokens(transformers.AddedToken("w", single_word=True))
+    with pytest.raises(TypeError, match="int"):
+        tokenizer.add_tokens(5)
+    with pytest.raises(ValueError, match="non-empty"):
+        tokenizer.add_tokens("")
+    with pytest.raises(TypeError, match="text_target"):
+        tokenizer()
+    with pytest.raises(TypeError, match="do_lower_case"):
+        PerceiverTokenizer(do_lower_case="yes")
+    with pytest.raises(TypeError, match="unknown_option"):
+        PerceiverTokenizer(unknown_option=1)
+    with pytest.raises(TypeError, match="unknown_option"):
+        tokenizer("x", unknown_option=1)
+    PerceiverTokenizer().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config["added_tokens_decoder"]["300"] = {"content": "gap", "special": False}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"'gap'.*id 300"):
         PerceiverTokenizer.from_pretrained(tmp_path)
 
 
@@ -358,6 +489,34 @@ def test_image_processor_config_round_trip_through_transformers(tmp_path, hf_ima
     hf_image_processor_cls(do_normalize=False).save_pretrained(tmp_path / "theirs")
     reloaded = PerceiverImageProcessor.from_pretrained(tmp_path / "theirs")
     assert reloaded.to_dict() == PerceiverImageProcessor(do_normalize=False).to_dict()
+
+
+def test_image_processor_json_matches_transformers(tmp_path, hf_image_processor_cls):
+    settings = {"size": {"height": 192, "width": 200}, "do_normalize": False, "image_mean": [0.1, 0.2, 0.3]}
+    ours, theirs = PerceiverImageProcessor(**settings), hf_image_processor_cls(**settings)
+    ours_dict, theirs_dict = json.loads(ours.to_json_string()), json.loads(theirs.to_json_string())
+    assert ours_dict == ours.to_dict()
+    # transformers 5 keeps do_convert_rgb out of the PIL processor's JSON; every key it writes must agree.
+    shared = set(theirs_dict) - {"image_processor_type"}
+    assert shared <= set(ours_dict) and {k: ours_dict[k] for k in shared} == {k: theirs_dict[k] for k in shared}
+    photo = photos()["chelsea"]
+    expected = theirs(photo, return_tensors="np")["pixel_values"]
+    ours.to_json_file(tmp_path / "ours.json")
+    theirs.to_json_file(tmp_path / "theirs.json")
+    for loaded in (
+        PerceiverImageProcessor.from_json_file(tmp_path / "ours.json"),
+        PerceiverImageProcessor.from_json_file(tmp_path / "theirs.json"),
+        hf_image_processor_cls.from_json_file(tmp_path / "ours.json"),
+    ):
+        assert max_abs_diff(loaded(photo, return_tensors="np")["pixel_values"], expected) <= IMAGE_ATOL
+    rebuilt = PerceiverImageProcessor.from_dict(ours.to_dict(), do_normalize=True)
+    assert rebuilt.to_dict() == {**ours.to_dict(), "do_normalize": True}
+    with pytest.raises(TypeError, match="dict"):
+        PerceiverImageProcessor.from_dict([("size", 3)])
+    with pytest.raises(TypeError, match="bogus"):
+        PerceiverImageProcessor.from_dict({}, bogus=1)
+    with pytest.raises(ValueError, match="directory"):
+        ours.to_json_file(tmp_path)
 
 
 def test_loads_legacy_int_sizes(tmp_path):

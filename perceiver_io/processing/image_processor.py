@@ -280,6 +280,36 @@ class BaseImageProcessor:
         settings.update(kwargs)
         return cls(**settings)
 
+    def to_json_string(self) -> str:
+        """``to_dict()`` as the JSON text ``save_pretrained`` writes (sorted keys, 2-space indent)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path: str | Path) -> None:
+        """Write ``to_json_string()`` to ``json_file_path`` (a file path, not a directory)."""
+        path = Path(json_file_path)
+        if path.is_dir():
+            raise ValueError(f"json_file_path {str(path)!r} is a directory, expected a file path")
+        path.write_text(self.to_json_string(), encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, image_processor_dict: dict[str, Any], **kwargs: Any) -> Self:
+        """Build from a ``to_dict()`` / ``preprocessor_config.json`` mapping; ``kwargs`` override its values.
+
+        As in ``from_pretrained``, keys this processor has no use for (``image_processor_type`` ...) are ignored
+        and ``None`` values keep the defaults; an unknown keyword in ``kwargs`` raises ``TypeError``.
+        """
+        if not isinstance(image_processor_dict, dict):
+            raise TypeError(f"image_processor_dict must be a dict, got {type(image_processor_dict).__name__}")
+        known = inspect.signature(BaseImageProcessor).parameters
+        settings = {key: value for key, value in image_processor_dict.items() if key in known and value is not None}
+        settings.update(kwargs)
+        return cls(**settings)
+
+    @classmethod
+    def from_json_file(cls, json_file_path: str | Path) -> Self:
+        """Build from a JSON file written by ``to_json_file`` (or a transformers ``preprocessor_config.json``)."""
+        return cls.from_dict(_read_json(Path(json_file_path)))
+
 
 class PerceiverImageProcessor(BaseImageProcessor):
     """Preprocess images for Perceiver IO, drop-in for transformers' ``PerceiverImageProcessor``.

@@ -18,6 +18,7 @@ import torch
 
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+ADDED_TOKENS_FILE = "added_tokens.json"
 
 # Order fixes the ids: the n-th name gets id n.
 _SPECIAL_TOKEN_NAMES = ("pad_token", "bos_token", "eos_token", "mask_token", "cls_token", "sep_token")
@@ -29,7 +30,11 @@ _CONFIG_KEYS = (
     "padding_side",
     "truncation_side",
     "split_special_tokens",
+    "do_lower_case",
 )
+# Both spellings of the list of extra special tokens: transformers 5 writes the first, earlier versions the second.
+_EXTRA_SPECIAL_KEYS = ("extra_special_tokens", "additional_special_tokens")
+_ADDED_TOKEN_FLAGS = ("lstrip", "rstrip", "single_word", "normalized", "special")
 
 _PADDING_STRATEGIES = {False: None, "do_not_pad": None, True: "longest", "longest": "longest"}
 _TRUNCATION_STRATEGIES = {
@@ -90,6 +95,10 @@ class PerceiverTokenizer:
       raises ``ValueError``; transformers returns sequences longer than ``max_length`` or ignores it.
     - A non-``str`` text raises ``TypeError`` (transformers: ``ValueError``); decoding an id outside
       ``[0, 262)`` raises ``ValueError``.
+    - ``do_lower_case=True`` lowercases the text (special and added tokens are matched first, as written);
+      transformers stores the flag but encodes the text unchanged.
+    - Added tokens (``add_tokens``, ``add_special_tokens``, ``additional_special_tokens=``) take ids 262 and up
+      as in transformers; ``single_word`` tokens and changing the six named special tokens are not supported.
     - Text pairs, pre-tokenized input and ``pad_to_multiple_of`` are not supported.
     """
 
@@ -113,6 +122,8 @@ class PerceiverTokenizer:
         padding_side: Literal["right", "left"] = "right",
         truncation_side: Literal["right", "left"] = "right",
         split_special_tokens: bool = False,
+        do_lower_case: bool = False,
+        additional_special_tokens: Sequence[Any] = (),
     ) -> None:
         tokens = (pad_token, bos_token, eos_token, mask_token, cls_token, sep_token)
         for name, token in zip(_SPECIAL_TOKEN_NAMES, tokens, strict=True):
@@ -130,10 +141,29 @@ class PerceiverTokenizer:
         self.padding_side = padding_side
         self.truncation_side = truncation_side
         self.split_special_tokens = split_special_tokens
+        if not isinstance(do_lower_case, bool):
+            raise TypeError(f"do_lower_case must be a bool, got {type(do_lower_case).__name__}")
+        self.do_lower_case = do_lower_case
         self._special_to_id = {token: i for i, token in enumerate(tokens)}
+        # Added tokens, id 262 + position: (content, lstrip, rstrip, special).
+        self._added: list[tuple[str, bool, bool, bool]] = []
+        self._additional_special: list[str] = []
+        self._build_pattern()
+        if additional_special_tokens:
+            self.add_special_tokens({"additional_special_tokens": additional_special_tokens})
+
+    def _build_pattern(self) -> None:
+        """The regex matching every special and added token; ``lastgroup`` names the matched token's id."""
+        entries = [(token, i, False, False) for token, i in self._special_to_id.items()]
+        entries += [(c, _NUM_SPECIAL_TOKENS + _NUM_BYTES + i, l, r) for i, (c, l, r, _) in enumerate(self._added)]
         # Longest first so that a token which is a prefix of another cannot win the match.
-        alternatives = sorted(tokens, key=len, reverse=True)
-        self._special_pattern = re.compile("(" + "|".join(re.escape(t) for t in alternatives) + ")")
+        entries.sort(key=lambda entry: len(entry[0]), reverse=True)
+        alternatives = [
+            ("\\s*" if lstrip else "") + f"(?P<t{i}>{re.escape(token)})" + ("\\s*" if rstrip else "")
+            for token, i, lstrip, rstrip in entries
+        ]
+        self._special_pattern = re.compile("|".join(alternatives))
+        self._token_to_id = {entry[0]: entry[1] for entry in entries}
 
     @property
     def vocab_size(self) -> int:
@@ -141,17 +171,84 @@ class PerceiverTokenizer:
         return _NUM_SPECIAL_TOKENS + _NUM_BYTES
 
     def __len__(self) -> int:
-        return self.vocab_size
+        """Number of ids including added tokens: 262 + ``len(added tokens)`` (transformers' ``len()``)."""
+        return self.vocab_size + len(self._added)
 
     @property
     def all_special_tokens(self) -> list[str]:
-        """The six special token strings, in id order."""
-        return list(self._special_to_id)
+        """The six special token strings in id order, then the additional special tokens."""
+        return list(self._special_to_id) + self._additional_special
 
     @property
     def all_special_ids(self) -> list[int]:
-        """The six special ids, ``[0, 1, 2, 3, 4, 5]``."""
-        return list(range(_NUM_SPECIAL_TOKENS))
+        """The six special ids ``[0, 1, 2, 3, 4, 5]``, then those of the additional special tokens."""
+        return list(range(_NUM_SPECIAL_TOKENS)) + [self._token_to_id[t] for t in self._additional_special]
+
+    @property
+    def additional_special_tokens(self) -> list[str]:
+        """Extra special tokens (``add_special_tokens({"additional_special_tokens": ...})``), a fresh list."""
+        return list(self._additional_special)
+
+    @property
+    def extra_special_tokens(self) -> list[str]:
+        """transformers 5's name for ``additional_special_tokens``."""
+        return self.additional_special_tokens
+
+    @property
+    def added_tokens_encoder(self) -> dict[str, int]:
+        """Added tokens (ids 262 and up) by content."""
+        return {content: self.vocab_size + i for i, (content, *_) in enumerate(self._added)}
+
+    def add_tokens(self, new_tokens: Any, special_tokens: bool = False) -> int:
+        """Give each new token the next id (262, 263 ...) and encode it as that one id from now on.
+
+        ``new_tokens``: a ``str``, an object with transformers' ``AddedToken`` fields (``content``, ``lstrip``,
+        ``rstrip``, ``single_word``, ``normalized``, ``special``) or a list of them. ``lstrip``/``rstrip`` absorb
+        the whitespace left/right of the token, as in transformers; ``single_word=True`` is not supported
+        (``ValueError``). Tokens already in the vocabulary (a special token, an added one, or one character below
+        U+0100, which is a byte id) are skipped. Returns the number of tokens added.
+        """
+        if isinstance(new_tokens, (list, tuple)):
+            items = list(new_tokens)
+        else:
+            items = [new_tokens]
+        count = 0
+        for item in items:
+            content, lstrip, rstrip, special = _added_token_fields(item)
+            known = content in self._token_to_id or (len(content) == 1 and ord(content) < _NUM_BYTES)
+            if not known:
+                self._added.append((content, lstrip, rstrip, special or special_tokens))
+                count += 1
+        self._build_pattern()
+        return count
+
+    def add_special_tokens(
+        self, special_tokens_dict: dict[str, Any], replace_additional_special_tokens: bool = True
+    ) -> int:
+        """Add extra special tokens: ``{"additional_special_tokens": [...]}`` (or ``"extra_special_tokens"``).
+
+        New ones get the next ids (see ``add_tokens``) and are skipped by ``decode(skip_special_tokens=True)``.
+        With ``replace_additional_special_tokens`` (transformers' default) the list replaces the current one (the
+        tokens keep their ids); else it is appended. Changing the six named tokens is not supported
+        (``ValueError``). Returns the number of tokens added to the vocabulary.
+        """
+        if not isinstance(special_tokens_dict, dict):
+            raise TypeError(f"special_tokens_dict must be a dict, got {type(special_tokens_dict).__name__}")
+        unknown = set(special_tokens_dict) - set(_EXTRA_SPECIAL_KEYS)
+        if unknown:
+            raise ValueError(
+                f"add_special_tokens supports only the keys {_EXTRA_SPECIAL_KEYS}, got {sorted(unknown)}; "
+                "the six named special tokens are set in the constructor"
+            )
+        count = 0
+        for tokens in special_tokens_dict.values():
+            if not isinstance(tokens, (list, tuple)):
+                raise TypeError(f"additional special tokens must be a list, got {type(tokens).__name__}")
+            contents = [_added_token_fields(token)[0] for token in tokens]
+            count += self.add_tokens(list(tokens), special_tokens=True)
+            kept = [] if replace_additional_special_tokens else self._additional_special
+            self._additional_special = kept + [c for c in contents if c not in kept]
+        return count
 
     def __repr__(self) -> str:
         return (
@@ -159,21 +256,26 @@ class PerceiverTokenizer:
             f"padding_side={self.padding_side!r}, truncation_side={self.truncation_side!r})"
         )
 
+    def _bytes_to_ids(self, text: str) -> list[int]:
+        if self.do_lower_case:
+            text = text.lower()
+        return [b + _NUM_SPECIAL_TOKENS for b in text.encode("utf-8")]
+
     def _text_to_ids(self, text: str, split_special_tokens: bool) -> list[int]:
         if split_special_tokens:
-            return [b + _NUM_SPECIAL_TOKENS for b in text.encode("utf-8")]
+            return self._bytes_to_ids(text)
         ids: list[int] = []
-        # re.split with a capturing group alternates plain text (even indices) and special tokens (odd ones).
-        for i, piece in enumerate(self._special_pattern.split(text)):
-            if i % 2:
-                ids.append(self._special_to_id[piece])
-            else:
-                ids.extend(b + _NUM_SPECIAL_TOKENS for b in piece.encode("utf-8"))
+        start = 0
+        for match in self._special_pattern.finditer(text):
+            ids.extend(self._bytes_to_ids(text[start : match.start()]))
+            ids.append(int(match.lastgroup[1:]))
+            start = match.end()
+        ids.extend(self._bytes_to_ids(text[start:]))
         return ids
 
     def __call__(
         self,
-        text: str | Sequence[str],
+        text: str | Sequence[str] | None = None,
         padding: bool | str = False,
         truncation: bool | str | None = None,
         max_length: int | None = None,
@@ -181,6 +283,7 @@ class PerceiverTokenizer:
         return_tensors: ReturnTensors | None = None,
         return_attention_mask: bool = True,
         split_special_tokens: bool | None = None,
+        text_target: str | Sequence[str] | None = None,
     ) -> BatchEncoding:
         """Encode one text or a batch of texts.
 
@@ -199,16 +302,35 @@ class PerceiverTokenizer:
             return_attention_mask: also return ``attention_mask`` (1 for real tokens, 0 for padding).
             split_special_tokens: encode special-token strings in the text as bytes; ``None`` takes the
                 setting given to ``__init__``.
+            text_target: target text(s), encoded with the same options; their ``input_ids`` are returned as
+                ``labels`` (or, when ``text`` is None, as ``input_ids`` with ``attention_mask``), as in
+                transformers.
 
         Returns:
             ``BatchEncoding`` with ``input_ids`` (and ``attention_mask``). For a batch: ``batch`` lists (or a
             ``(batch, seq_len)`` tensor). For a single ``str``: one flat list, or a ``(1, seq_len)`` tensor.
 
         Raises:
-            TypeError: a text is not a ``str``.
+            TypeError: a text is not a ``str`` (or neither ``text`` nor ``text_target`` is given).
             ValueError: invalid option; a sequence longer than ``max_length`` under ``padding="max_length"``
                 without truncation; tensors requested for sequences of unequal length.
         """
+        if text_target is not None:
+            options = {
+                "padding": padding,
+                "truncation": truncation,
+                "max_length": max_length,
+                "add_special_tokens": add_special_tokens,
+                "return_tensors": return_tensors,
+                "split_special_tokens": split_special_tokens,
+            }
+            if text is None:
+                return self(text_target, return_attention_mask=return_attention_mask, **options)
+            encoding = self(text, return_attention_mask=return_attention_mask, **options)
+            encoding["labels"] = self(text_target, return_attention_mask=False, **options)["input_ids"]
+            return encoding
+        if text is None:
+            raise TypeError("text must be a str or a list of str, got NoneType; pass text, text_target or both")
         if isinstance(text, str):
             texts, batched = [text], False
         elif isinstance(text, (list, tuple)):
@@ -326,34 +448,43 @@ class PerceiverTokenizer:
     def _check_id(self, token_id: Any) -> int:
         if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)):
             raise TypeError(f"token ids must be ints, got {type(token_id).__name__}")
-        if not 0 <= token_id < self.vocab_size:
-            raise ValueError(f"token id {int(token_id)} is outside the vocabulary [0, {self.vocab_size})")
+        if not 0 <= token_id < len(self):
+            raise ValueError(f"token id {int(token_id)} is outside the vocabulary [0, {len(self)})")
         return int(token_id)
 
     def convert_ids_to_tokens(self, ids: int | Sequence[int], skip_special_tokens: bool = False) -> str | list[str]:
         """Token strings: a special token's text for ids 0-5, else ``chr(byte)`` (one Latin-1 char)."""
         if not isinstance(ids, (Sequence, np.ndarray, torch.Tensor)):
-            token_id = self._check_id(ids)
-            if token_id < _NUM_SPECIAL_TOKENS:
-                return self.all_special_tokens[token_id]
-            return chr(token_id - _NUM_SPECIAL_TOKENS)
-        tokens = []
-        for token_id in map(self._check_id, np.asarray(ids).tolist()):
-            if token_id >= _NUM_SPECIAL_TOKENS:
-                tokens.append(chr(token_id - _NUM_SPECIAL_TOKENS))
-            elif not skip_special_tokens:
-                tokens.append(self.all_special_tokens[token_id])
-        return tokens
+            return self._id_to_token(self._check_id(ids))
+        special_ids = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self._id_to_token(i) for i in map(self._check_id, np.asarray(ids).tolist()) if i not in special_ids]
+
+    def _id_to_token(self, token_id: int) -> str:
+        if token_id < _NUM_SPECIAL_TOKENS:
+            return self.all_special_tokens[token_id]
+        if token_id >= self.vocab_size:
+            return self._added[token_id - self.vocab_size][0]
+        return chr(token_id - _NUM_SPECIAL_TOKENS)
 
     def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int]:
-        """Inverse of ``convert_ids_to_tokens``: a special token's text or one char in U+0000-U+00FF."""
+        """Inverse of ``convert_ids_to_tokens``: a special or added token's text or one char in U+0000-U+00FF."""
         if isinstance(tokens, str):
-            if tokens in self._special_to_id:
-                return self._special_to_id[tokens]
+            if tokens in self._token_to_id:
+                return self._token_to_id[tokens]
             if len(tokens) != 1 or ord(tokens) >= _NUM_BYTES:
                 raise ValueError(f"{tokens!r} is neither a special token nor a single byte character")
             return ord(tokens) + _NUM_SPECIAL_TOKENS
         return [self.convert_tokens_to_ids(t) for t in tokens]
+
+    def convert_tokens_to_string(self, tokens: Sequence[str]) -> str:
+        """Text of tokens as ``convert_ids_to_tokens`` writes them; invalid UTF-8 becomes U+FFFD."""
+        buffer = bytearray()
+        for token in tokens:
+            if token in self._token_to_id:
+                buffer += token.encode("utf-8")
+            else:
+                buffer.append(self.convert_tokens_to_ids(token) - _NUM_SPECIAL_TOKENS)
+        return buffer.decode("utf-8", errors="replace")
 
     def decode(
         self,
@@ -373,12 +504,13 @@ class PerceiverTokenizer:
             token_ids = [token_ids]
         if token_ids and isinstance(token_ids[0], (list, tuple, np.ndarray, torch.Tensor)):
             return [self.decode(seq, skip_special_tokens=skip_special_tokens) for seq in token_ids]
+        special_ids = set(self.all_special_ids) if skip_special_tokens else set()
         buffer = bytearray()
         for token_id in map(self._check_id, token_ids):
-            if token_id >= _NUM_SPECIAL_TOKENS:
+            if _NUM_SPECIAL_TOKENS <= token_id < self.vocab_size:
                 buffer.append(token_id - _NUM_SPECIAL_TOKENS)
-            elif not skip_special_tokens:
-                buffer += self.all_special_tokens[token_id].encode("utf-8")
+            elif token_id not in special_ids:
+                buffer += self._id_to_token(token_id).encode("utf-8")
         return buffer.decode("utf-8", errors="replace")
 
     def batch_decode(
@@ -391,15 +523,20 @@ class PerceiverTokenizer:
         return [decoded] if isinstance(decoded, str) else decoded
 
     def save_pretrained(self, save_directory: str | Path) -> tuple[str, ...]:
-        """Write ``tokenizer_config.json`` and ``special_tokens_map.json``, loadable by transformers too.
-
-        Returns the two file paths.
+        """Write ``tokenizer_config.json`` and ``special_tokens_map.json`` (and ``added_tokens.json`` when tokens
+        were added), loadable by transformers too. Returns the file paths.
         """
         directory = Path(save_directory)
         if directory.is_file():
             raise ValueError(f"save_directory {str(directory)!r} is a file, expected a directory")
         directory.mkdir(parents=True, exist_ok=True)
-        special = dict(zip(_SPECIAL_TOKEN_NAMES, self.all_special_tokens, strict=True))
+        special = dict(zip(_SPECIAL_TOKEN_NAMES, self._special_to_id, strict=True))
+        added_decoder = {
+            str(i): _added_token_dict(token, special=False) for token, i in self._special_to_id.items()
+        } | {
+            str(self.vocab_size + i): _added_token_dict(content, lstrip, rstrip, special)
+            for i, (content, lstrip, rstrip, special) in enumerate(self._added)
+        }
         config = {
             **special,
             "model_max_length": self.model_max_length,
@@ -407,9 +544,18 @@ class PerceiverTokenizer:
             "truncation_side": self.truncation_side,
             "split_special_tokens": self.split_special_tokens,
             "tokenizer_class": "PerceiverTokenizer",
+            "do_lower_case": self.do_lower_case,
+            "added_tokens_decoder": added_decoder,
+            "extra_special_tokens": self.additional_special_tokens,
         }
+        files = [
+            (TOKENIZER_CONFIG_FILE, config),
+            (SPECIAL_TOKENS_MAP_FILE, {**special, "additional_special_tokens": self.additional_special_tokens}),
+        ]
+        if self._added:
+            files.append((ADDED_TOKENS_FILE, self.added_tokens_encoder))
         paths = []
-        for name, content in ((TOKENIZER_CONFIG_FILE, config), (SPECIAL_TOKENS_MAP_FILE, special)):
+        for name, content in files:
             path = directory / name
             path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             paths.append(str(path))
@@ -419,14 +565,19 @@ class PerceiverTokenizer:
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> PerceiverTokenizer:
         """Load from a directory written by this class or transformers, or from a Hub repo id.
 
-        Keyword arguments override the stored settings. Keys this tokenizer has no use for are ignored.
+        Keyword arguments override the stored settings. Keys this tokenizer has no use for are ignored. Added
+        tokens keep their stored ids (``added_tokens_decoder``/``added_tokens.json``, ids 262 and up without gaps).
         """
         source = Path(pretrained_model_name_or_path)
         if source.is_dir():
             config = _read_json(source / TOKENIZER_CONFIG_FILE)
             special_map = source / SPECIAL_TOKENS_MAP_FILE
             if special_map.is_file():
-                config.update(_read_json(special_map))
+                special = _read_json(special_map)
+                # The lists of extra special tokens in the two files are merged, not replaced.
+                for key in _EXTRA_SPECIAL_KEYS:
+                    special[key] = [*(config.get(key) or ()), *(special.get(key) or ())]
+                config.update(special)
         else:
             config = _read_json(_hub_file(str(pretrained_model_name_or_path), TOKENIZER_CONFIG_FILE))
         settings = {key: config[key] for key in _CONFIG_KEYS if key in config}
@@ -434,8 +585,62 @@ class PerceiverTokenizer:
             # transformers may store a token as a serialised AddedToken dict.
             if isinstance(settings.get(name), dict):
                 settings[name] = settings[name]["content"]
+        extra = [token for key in _EXTRA_SPECIAL_KEYS for token in config.get(key) or ()]
+        settings["additional_special_tokens"] = [t for i, t in enumerate(extra) if t not in extra[:i]]
         settings.update(kwargs)
-        return cls(**settings)
+        additional = settings.pop("additional_special_tokens")
+        tokenizer = cls(**settings)
+        added = {int(i): token for i, token in (config.get("added_tokens_decoder") or {}).items()}
+        added_file = source / ADDED_TOKENS_FILE
+        if source.is_dir() and added_file.is_file():
+            added |= {i: token for token, i in _read_json(added_file).items() if i not in added}
+        for i in sorted(i for i in added if i >= tokenizer.vocab_size):
+            if (
+                tokenizer.add_tokens(added[i]) != 1
+                or tokenizer.convert_tokens_to_ids(_added_token_fields(added[i])[0]) != i
+            ):
+                raise ValueError(
+                    f"added token {added[i]!r} is stored with id {i}, but added tokens must take the ids "
+                    f"{tokenizer.vocab_size}, {tokenizer.vocab_size + 1}, ... in order without repeats"
+                )
+        if additional:
+            tokenizer.add_special_tokens({"additional_special_tokens": additional})
+        return tokenizer
+
+
+def _added_token_fields(token: Any) -> tuple[str, bool, bool, bool]:
+    """``(content, lstrip, rstrip, special)`` of a str, an ``AddedToken``-like object or its JSON dict."""
+    if isinstance(token, str):
+        fields = {"content": token}
+    elif isinstance(token, dict):
+        # Older transformers tag serialised tokens with "__type": "AddedToken".
+        fields = {key: value for key, value in token.items() if key != "__type"}
+    elif isinstance(getattr(token, "content", None), str):
+        fields = {name: getattr(token, name) for name in ("content", *_ADDED_TOKEN_FLAGS) if hasattr(token, name)}
+    else:
+        raise TypeError(f"a token must be a str or an AddedToken, got {type(token).__name__}")
+    unknown = set(fields) - {"content", *_ADDED_TOKEN_FLAGS}
+    if unknown:
+        raise ValueError(f"token {fields['content']!r} has unknown fields {sorted(unknown)}")
+    content = fields["content"]
+    if not isinstance(content, str) or not content:
+        raise ValueError(f"a token's content must be a non-empty str, got {content!r}")
+    if fields.get("single_word"):
+        raise ValueError(f"token {content!r}: single_word=True is not supported")
+    # normalized has no effect: this tokenizer has no normalizer.
+    return content, bool(fields.get("lstrip")), bool(fields.get("rstrip")), bool(fields.get("special"))
+
+
+def _added_token_dict(content: str, lstrip: bool = False, rstrip: bool = False, special: bool = True) -> dict:
+    """An added token as transformers serialises it in ``added_tokens_decoder``."""
+    return {
+        "content": content,
+        "lstrip": lstrip,
+        "normalized": not special,
+        "rstrip": rstrip,
+        "single_word": False,
+        "special": special,
+    }
 
 
 def _read_json(path: Path) -> dict[str, Any]:
