@@ -14,6 +14,7 @@ from perceiver_io.adapters.image import ImagePreprocessor, ProjectionPostprocess
 from perceiver_io.adapters.label import ClassificationPostprocessor, OneHotPreprocessor
 from perceiver_io.adapters.multimodal import MultimodalPostprocessor, MultimodalPreprocessor
 from perceiver_io.adapters.text import EmbeddingDecoder, TextPreprocessor
+from perceiver_io.checks import check_class_labels, check_like, check_token_labels
 from perceiver_io.components.decoders import PerceiverBasicDecoder, PerceiverClassificationDecoder
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.decoders import PerceiverDecoder
@@ -70,6 +71,7 @@ def classification_decoder(config: PerceiverConfig) -> PerceiverClassificationDe
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: PerceiverConfig) -> torch.Tensor:
     """transformers' rule: regression for one label, CE for integer labels, BCE for multi-label float targets."""
+    check_class_labels(labels, logits, config.problem_type)
     problem = config.problem_type
     if problem is None:
         if config.num_labels == 1:
@@ -137,8 +139,7 @@ class PerceiverForMaskedLM(PerceiverPreTrainedModel):
         logits = self.embedding_decoder(out.logits, self.perceiver.input_preprocessor.embeddings.weight)
         loss = None
         if labels is not None:
-            if labels.shape[0] != logits.shape[0] or labels.shape[1] > logits.shape[1]:
-                raise ValueError(f"labels {tuple(labels.shape)} do not fit logits {tuple(logits.shape[:2])}")
+            check_token_labels(labels, logits.shape[0], logits.shape[1], self.config.vocab_size)
             loss = F.cross_entropy(logits[:, : labels.shape[1]].reshape(-1, logits.shape[-1]), labels.reshape(-1))
         return _finish(PerceiverMaskedLMOutput, loss, logits, out, return_dict, self.config)
 
@@ -297,8 +298,7 @@ class PerceiverForOpticalFlow(PerceiverPreTrainedModel):
         flow = (out.logits / 100.0).reshape(b, h, w, 2)
         loss = None
         if labels is not None:
-            if labels.shape != flow.shape:
-                raise ValueError(f"flow labels {tuple(labels.shape)} do not match predictions {tuple(flow.shape)}")
+            check_like("labels (flow)", labels, flow.shape, flow.dtype)
             loss = torch.linalg.vector_norm(flow - labels, dim=-1).mean()  # end-point error
         return _finish(PerceiverClassifierOutput, loss, flow, out, return_dict, self.config)
 
@@ -333,6 +333,11 @@ class PerceiverForMultimodalAutoencoding(PerceiverPreTrainedModel):
             },
             mask_probs={"image": 0.0, "audio": 0.0, "label": 1.0},
             min_padding_size=4,
+            input_shapes={
+                "image": (config.num_frames, 3, 4 * config.image_size, 4 * config.image_size),
+                "audio": (n_audio, 1),
+                "label": (config.num_labels,),
+            },
         )
         queries = MultimodalQueries(
             {

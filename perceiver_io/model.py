@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from perceiver_io.checks import check_floating, check_model_inputs, parameter_dtype
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.encoder import PerceiverEncoder
 from perceiver_io.layers.position import TrainablePositionEncoding
@@ -374,14 +375,14 @@ class PerceiverModel(PerceiverPreTrainedModel):
         Decoding several query sets from one ``encode`` (``decode``) gives what as many ``forward`` calls give,
         without re-running the encoder: the video autoencoder decodes its 800k outputs in chunks this way.
         """
+        dtype = parameter_dtype(self.encoder)
         if self.input_preprocessor is not None:
             x, modality_sizes, without_pos = self.input_preprocessor(
                 inputs, interpolate_pos_encoding=interpolate_pos_encoding
             )
+            check_floating("inputs", x, dtype)  # preprocessors without parameters pass their input dtype on
         else:
-            if not torch.is_tensor(inputs) or inputs.dim() != 3 or inputs.shape[-1] != self.config.d_model:
-                shape = tuple(inputs.shape) if torch.is_tensor(inputs) else type(inputs).__name__
-                raise ValueError(f"inputs must be (batch, length, d_model={self.config.d_model}); got {shape}")
+            check_model_inputs("inputs", inputs, self.config.d_model, dtype)
             x, modality_sizes, without_pos = inputs, None, None
         mask = _check_mask(attention_mask, x.shape[:2], "attention_mask")
         out = self.encoder(x, mask, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
