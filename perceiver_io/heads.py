@@ -334,7 +334,6 @@ class PerceiverForMultimodalAutoencoding(PerceiverPreTrainedModel):
             mask_probs={"image": 0.0, "audio": 0.0, "label": 1.0},
             min_padding_size=4,
             input_shapes={
-                "image": (config.num_frames, 3, 4 * config.image_size, 4 * config.image_size),
                 "audio": (n_audio, 1),
                 "label": (config.num_labels,),
             },

@@ -204,7 +204,8 @@ def test_transformers_trainer_trains_sequence_classification(tmp_path):
     losses = _train_with_transformers_trainer(
         perceiver_io.PerceiverForSequenceClassification(config), dataset, tmp_path, 5e-3
     )
-    assert len(losses) == 4 and losses[-1] < 0.5 * losses[0], losses
+    # Falling, and below chance level (ln 2 ≈ 0.69 for two classes).
+    assert len(losses) == 4 and losses[-1] < 0.7 * losses[0] and losses[-1] < 0.6, losses
 
 
 def test_transformers_trainer_trains_masked_lm(tmp_path):
