@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from perceiver_io.checks import check_floating, check_model_inputs, parameter_dtype
+from perceiver_io.checks import check_floating, check_model_inputs, parameter_dtype, values_checkable
 from perceiver_io.config import PerceiverConfig
 from perceiver_io.encoder import PerceiverEncoder
 from perceiver_io.layers.position import TrainablePositionEncoding
@@ -468,7 +468,12 @@ def _check_mask(mask: torch.Tensor | None, shape: torch.Size, name: str) -> torc
         return None
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {tuple(mask.shape)} but the inputs it masks are {tuple(shape)}")
-    return mask if mask.dtype == torch.bool else mask != 0
+    if mask.dtype == torch.bool:
+        return mask
+    if values_checkable(mask) and not bool(((mask == 0) | (mask == 1)).all()):
+        bad = int((~((mask == 0) | (mask == 1))).sum())
+        raise ValueError(f"{name} has {bad} values other than 0 and 1 (NaN included); expected a 0/1 or bool mask")
+    return mask != 0
 
 
 def _split(x: torch.Tensor, modality_sizes: Mapping[str, int] | None) -> torch.Tensor | dict[str, torch.Tensor]:
