@@ -104,11 +104,11 @@ def test_fuzz_tokenizer(slow, tokenizers, tmp_path_factory):
                 # transformers leaves an empty sequence unpadded; the closed form is max_length pads and zeros.
                 n = plan["max_length"] or 2048
                 rows = [[0] * n for _ in texts]
-                if not all(len(row) <= n for row in got["input_ids"]):
-                    return "a row longer than max_length"
-                empty = [i for i, t in enumerate(texts) if not t]
                 a = got["input_ids"].tolist() if hasattr(got["input_ids"], "tolist") else got["input_ids"]
                 a = [a] if isinstance(plan["text"], str) and plan["return_tensors"] is None else a
+                if not all(len(row) <= n for row in a):
+                    return "a row longer than max_length"
+                empty = [i for i, t in enumerate(texts) if not t]
                 return None if all(a[i] == rows[i] for i in empty) else f"empty text not padded: {a}"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
