@@ -650,10 +650,10 @@ def run_export(args: argparse.Namespace) -> None:
     tiles at train_size. The multimodal graph decodes one chunk per call: the clip (image, audio, label) and
     flat output indices image_points and audio_points, up to a chunk's worth (see perceiver_io.export).
 
-    The check runs the written file (in onnxruntime, or as the loaded program) at batch 1 and 3 and compares
-    every output with the model's own; a difference over 1e-4 x max(1, max|output|) stops the export and
-    nothing is written. The file is written atomically. Printed: the inputs and outputs, size, time and the
-    largest difference found.
+    The check runs the written file (in onnxruntime, or as the loaded program) at batch 1 and 3 (at N with
+    --batch N) and compares every output with the model's own; a difference over 1e-4 x max(1, max|output|)
+    stops the export and nothing is written. The file is written atomically. Printed: the inputs and outputs,
+    size, time and the largest difference found.
 
     Example:
       perceiver export -m deepmind/vision-perceiver-fourier -o fourier.onnx
