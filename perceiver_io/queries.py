@@ -181,8 +181,7 @@ class MultimodalQueries(nn.Module):
         self.check_points(subsampled_points)
         points = subsampled_points or {}
         return {
-            m: int(points[m].shape[0]) if points.get(m) is not None else p.num_queries
-            for m, p in self.providers.items()
+            m: points[m].shape[0] if points.get(m) is not None else p.num_queries for m, p in self.providers.items()
         }
 
     def forward(

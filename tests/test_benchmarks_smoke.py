@@ -1,8 +1,9 @@
 """The benchmark scripts run end to end on small configurations and write their tables (nothing here is timed).
 
 ``train_step.py --smoke`` must find our first training step equal to transformers' on the same weights (loss and
-gradient norm), and ``gpu.py`` on a machine without CUDA must say it skipped the CUDA parts, pass its CPU checks
-and exit 0.
+gradient norm), ``gpu.py`` on a machine without CUDA must say it skipped the CUDA parts, pass its CPU checks
+and exit 0, and ``onnx_runtime.py --smoke`` must find onnxruntime's output on our export within the export's
+tolerance of ours.
 """
 
 from __future__ import annotations
@@ -66,3 +67,19 @@ def test_gpu_script_without_cuda_skips_and_exits_zero(tmp_path):
         (kind, dtype) for kind in ("inference", "train") for dtype in ("fp32", "bf16")
     }
     assert "CUDA parts skipped" in (tmp_path / "gpu.md").read_text()
+
+
+def test_onnx_runtime_smoke_agrees_with_ours(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    proc = _run("onnx_runtime.py", "--smoke", "--with-bf16", "--out", str(tmp_path), cache=tmp_path / "models")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = (tmp_path / "onnx_runtime.md").read_text()
+    assert "**CPU**" in table and "GEMM peak" in table and "language-perceiver (small config)" in table
+    rows = json.loads((tmp_path / "onnx_runtime.json").read_text())["rows"]
+    assert {r["model"] for r in rows} == {"vision-perceiver-fourier", "language-perceiver"}
+    for row in rows:
+        diff = row["onnxruntime_vs_ours"]
+        assert diff["max_abs"] <= 1e-4 * max(1.0, diff["max_abs_ours"]), row["model"]
+        assert set(row["variants"]) == {"ours", "ours+onednn", "onnxruntime", "ours-bf16"}
+        assert (tmp_path / "models" / f"small-{row['model']}.onnx").is_file()

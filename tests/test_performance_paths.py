@@ -1,5 +1,5 @@
 """Fast paths compute what the plain paths compute: attention kernels, query blocks, decoder chunks, oneDNN
-linears, bf16, torch.compile, activation checkpointing and ONNX export (all on the small configurations)."""
+linears, bf16, torch.compile and activation checkpointing (all on the small configurations; export: test_export.py)."""
 
 from __future__ import annotations
 
@@ -356,38 +356,3 @@ def test_gradient_checkpointing_gives_same_gradients(head):
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name, g in grads[0].items():
         torch.testing.assert_close(grads[1][name], g, rtol=1e-5, atol=1e-7, msg=name)
-
-
-# ---- ONNX ----
-
-
-class _LogitsOnly(torch.nn.Module):
-    """ONNX graphs return tensors: wrap a head to return its logits."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model(inputs=inputs, attention_mask=attention_mask).logits
-
-
-@pytest.mark.parametrize("head", ["PerceiverForImageClassificationFourier", "PerceiverForMaskedLM"])
-def test_onnx_export_with_dynamic_batch(head, tmp_path):
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxscript")
-    ort = pytest.importorskip("onnxruntime")
-    model = _model(head)
-    args = tuple(small_inputs(head).values())
-    batch = torch.export.Dim("batch", min=1, max=64)
-    program = torch.onnx.export(
-        _LogitsOnly(model), args, dynamo=True, dynamic_shapes=tuple({0: batch} for _ in args), verbose=False
-    )
-    program.save(tmp_path / "model.onnx")
-    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
-    for b in (1, 3):
-        inputs = {k: v[:b] for k, v in small_inputs(head, batch=3, seed=5).items()}
-        feeds = {i.name: v.numpy() for i, v in zip(session.get_inputs(), inputs.values(), strict=True)}
-        with torch.no_grad():
-            expected = model(**inputs).logits
-        assert_close_to_reference(torch.from_numpy(session.run(None, feeds)[0]), expected)

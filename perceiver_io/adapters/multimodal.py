@@ -65,7 +65,8 @@ class MultimodalPreprocessor(nn.Module):
                 raise ValueError(f"{name}: a scalar; expected a batch (batch, ...)")
             check_floating(name, x, like)
         batch_sizes = {m: x.shape[0] for m, x in inputs.items()}
-        if len(set(batch_sizes.values())) != 1:
+        first_batch = next(iter(batch_sizes.values()))
+        if any(b != first_batch for b in batch_sizes.values()):  # not a set: a traced batch size is unhashable
             raise ValueError(f"modalities have different batch sizes: {batch_sizes}")
         features, without_pos = {}, {}
         for m in sorted(self.modalities):

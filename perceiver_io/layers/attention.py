@@ -59,7 +59,8 @@ def attention_path(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p:
         return "sdpa"
     t, s = q.shape[-2], k.shape[-2]
     fusable = dropout_p == 0 and q.shape[-1] == v.shape[-1]
-    onednn_ok = t * s >= ONEDNN_MIN_PAIR_SCORES and onednn.usable(q, k, v)
+    # usable() first: under export it is False, and the size test would then pin a dynamic query count.
+    onednn_ok = onednn.usable(q, k, v) and t * s >= ONEDNN_MIN_PAIR_SCORES
     if q.dtype not in (torch.float32, torch.float64):
         return "onednn" if onednn_ok and s > HUGE_KEY_SET else "plain"
     if onednn_ok and not (fusable and s > HUGE_KEY_SET):
@@ -130,8 +131,9 @@ def plain_attention(
         k, v = k.contiguous(), v.transpose(-1, -2).contiguous()
     else:  # kᵀ laid out once: bf16 GEMMs on a transposed view of k run 1.5–7× slower
         k = k.transpose(-1, -2).contiguous()
-        if b * h * t * s <= max_scores or torch.compiler.is_compiling():
-            # One block. Traced graphs always take this form: loops over examples would pin a dynamic batch size.
+        if torch.compiler.is_compiling() or b * h * t * s <= max_scores:
+            # One block. Traced graphs always take this form: loops over examples would pin a dynamic batch size
+            # (and so would the size test, were it evaluated first).
             return _torch_block(q, k, v, mask, dropout_p)
     pairs = b * h
     q, k, v = q.reshape(pairs, t, dqk), k.reshape(pairs, *k.shape[2:]), v.reshape(pairs, *v.shape[2:])
