@@ -15,12 +15,15 @@ relative L2 of float32 (``benchmarks/results``).
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from perceiver_io.layers import onednn
 from perceiver_io.layers.onednn import OneDNNLinear
 
-__all__ = ["OneDNNLinear", "optimize_for_inference"]
+__all__ = ["PRECISIONS", "OneDNNLinear", "optimize_for_inference"]
+
+PRECISIONS = ("fp32", "bf16")
 
 
 def _swap_linears(module: nn.Module) -> None:
@@ -31,11 +34,24 @@ def _swap_linears(module: nn.Module) -> None:
             _swap_linears(child)
 
 
-def optimize_for_inference(model: nn.Module) -> nn.Module:
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of ``PRECISIONS``; otherwise a ValueError naming it and the choices."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def optimize_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
     """Swap ``model``'s plain ``nn.Linear`` layers for ``OneDNNLinear`` (in place; idempotent), eval mode; returns
     ``model``. A no-op where oneDNN's operator is missing. The fast paths run under ``torch.no_grad()`` or
     ``torch.inference_mode()``; with gradients on, the model computes what it computed before.
+
+    ``precision``: ``"fp32"`` (default; the weights keep their dtype) or ``"bf16"`` (floating-point parameters and
+    buffers cast to ``torch.bfloat16``; the caller then passes bf16 float inputs and gets bf16 outputs).
     """
+    check_precision(precision)
     if onednn.available():
         _swap_linears(model)
+    if precision == "bf16":
+        model.to(torch.bfloat16)
     return model.eval()

@@ -318,6 +318,24 @@ def test_bf16_inference_within_tolerance(head, mode):
     assert rel < BF16_REL_L2
 
 
+@pytest.mark.parametrize("head", HEADS)
+@torch.no_grad()
+def test_optimize_for_inference_bf16_within_tolerance(head):
+    model = _model(head)
+    inputs = small_inputs(head)
+    expected = _logits(model(**inputs)).double()
+    got = _logits(optimize_for_inference(model, precision="bf16")(**_cast(inputs, torch.bfloat16)))
+    assert got.dtype == torch.bfloat16
+    rel = ((got.double() - expected).norm() / expected.norm()).item()
+    assert rel < BF16_REL_L2
+
+
+@pytest.mark.parametrize("bad", ["fp16", "BF16", "", None])
+def test_optimize_for_inference_refuses_unknown_precision(bad):
+    with pytest.raises(ValueError, match="fp32, bf16"):
+        optimize_for_inference(torch.nn.Linear(2, 2), precision=bad)
+
+
 # ---- torch.compile, activation checkpointing ----
 
 
