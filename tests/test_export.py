@@ -233,21 +233,14 @@ def test_cli_export_errors(capsys, tmp_path, monkeypatch):
 @pytest.mark.parametrize("fmt", list(EXPORTERS))
 @pytest.mark.parametrize(
     "name",
-    [
-        "language-perceiver",
-        "vision-perceiver-learned",
-        "vision-perceiver-fourier",
-        "vision-perceiver-conv",
-        "optical-flow-perceiver",
-        "multimodal-perceiver",
-    ],
+    # The two benchmarked architectures: the others' released-size checks (flow, multimodal at batch 3) would add
+    # ≈ 10 min to CI's bounded slow step; every head exports at small size in the default suite.
+    ["language-perceiver", "vision-perceiver-fourier"],
 )
 def test_released_sizes_export(name, fmt, tmp_path):
     """Random weights at the released geometry: the export's own check (batch 1 and 3) passes."""
     torch.manual_seed(0)
     config = perceiver_io.PerceiverConfig.released(name)
     model = getattr(perceiver_io, RELEASED[name].head)(config).eval()
-    if name == "optical-flow-perceiver":  # its output layer starts at zero: give the check a flow to compare
-        torch.nn.init.normal_(model.perceiver.decoder.final.weight, std=0.05)
     result = EXPORTERS[fmt](model, tmp_path / f"m.{fmt}")
     assert [c.batch for c in result.checks] == [1, 3]
