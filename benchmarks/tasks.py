@@ -8,19 +8,17 @@ Released architectures with random weights (speed does not depend on the values)
 - flow: seconds per tile of `optical_flow` on a frame of ``--tiles`` tiles beside one forward on one tile
   (368 × 496); the goal is a ratio ≤ 1.2.
 
-    .venv/bin/python benchmarks/tasks.py [--clips 2] [--tiles 4] [--peak-repeats 10]
+    .venv/bin/python benchmarks/tasks.py [--clips 2] [--tiles 4] [--flow-repeats 2] [--peak-repeats 10]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from typing import Any
 
 import numpy as np
 import torch
-from common import RESULTS, machine, write_json
+from common import RESULTS, interleaved, machine, write_json
 from machine import add_peak_arguments, cpu_description, describe, describe_peaks, peaks_for
 
 import perceiver_io
@@ -31,14 +29,9 @@ from perceiver_io.tasks.flow_utils import tile_origins
 from perceiver_io.tasks.optical_flow import default_overlap, optical_flow
 
 
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def bench_autoencode(clips: int, chunks: int) -> dict[str, Any]:
-    """Seconds per clip of `autoencode` and of one forward on one chunk's points (median of ``clips`` each)."""
+    """Seconds per clip of `autoencode` and of one forward on one chunk's points (medians of ``clips`` interleaved
+    rounds after a warm-up)."""
     torch.manual_seed(0)
     model = perceiver_io.PerceiverForMultimodalAutoencoding(PerceiverConfig.released("multimodal-perceiver")).eval()
     g = ClipGeometry.from_config(model.config)
@@ -59,11 +52,8 @@ def bench_autoencode(clips: int, chunks: int) -> dict[str, Any]:
         with torch.no_grad():
             model(inputs=inputs, subsampled_output_points=points)
 
-    clip_s, forward_s = [], []
-    for _ in range(clips):  # interleaved, so load changes hit both alike
-        clip_s.append(_seconds(lambda: autoencode(model, video, audio, chunks=chunks)))
-        forward_s.append(_seconds(forward))
-    clip, fwd = statistics.median(clip_s), statistics.median(forward_s)
+    times = interleaved({"clip": lambda: autoencode(model, video, audio, chunks=chunks), "forward": forward}, clips)
+    clip, fwd = times["clip"]["seconds"], times["forward"]["seconds"]
     return {
         "chunks": chunks,
         "clips": clips,
@@ -73,8 +63,9 @@ def bench_autoencode(clips: int, chunks: int) -> dict[str, Any]:
     }
 
 
-def bench_flow(tiles: int) -> dict[str, Any]:
-    """Seconds per tile of `optical_flow` on a frame cut into ``tiles`` tiles (a row of them), and of one forward."""
+def bench_flow(tiles: int, repeats: int) -> dict[str, Any]:
+    """Seconds per tile of `optical_flow` on a frame cut into ``tiles`` tiles (a row of them), and of one forward
+    (medians of ``repeats`` interleaved rounds after a warm-up)."""
     torch.manual_seed(0)
     model = perceiver_io.PerceiverForOpticalFlow(PerceiverConfig.released("optical-flow-perceiver")).eval()
     h, w = (int(s) for s in model.config.train_size)
@@ -91,9 +82,8 @@ def bench_flow(tiles: int) -> dict[str, Any]:
         with torch.no_grad():
             model(inputs=patches)
 
-    forward()  # warm-up
-    tile_s = _seconds(lambda: optical_flow(model, frame1, frame2)) / count
-    forward_s = statistics.median(_seconds(forward) for _ in range(3))
+    times = interleaved({"task": lambda: optical_flow(model, frame1, frame2), "forward": forward}, repeats)
+    tile_s, forward_s = times["task"]["seconds"] / count, times["forward"]["seconds"]
     return {
         "tiles": count,
         "tile_s": tile_s,
@@ -107,6 +97,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=2, help="autoencode clips timed (0: skip autoencode)")
     parser.add_argument("--chunks", type=int, default=128, help="decoding chunks per clip (the colab's 128)")
     parser.add_argument("--tiles", type=int, default=4, help="tiles in the flow frame (0: skip flow)")
+    parser.add_argument("--flow-repeats", type=int, default=2, help="timed rounds of the flow task and forward")
     add_peak_arguments(parser)
     args = parser.parse_args()
     peaks = peaks_for(args)
@@ -121,7 +112,7 @@ def main() -> None:
             f"{a['rerun_model_per_chunk_s']:.1f} s re-running the model per chunk)"
         )
     if args.tiles:
-        f = result["flow"] = bench_flow(args.tiles)
+        f = result["flow"] = bench_flow(args.tiles, args.flow_repeats)
         print(
             f"flow (optical-flow-perceiver, fp32): {f['tile_s']:.2f} s/tile over {f['tiles']} tiles, "
             f"forward {f['forward_s']:.2f} s: ratio {f['ratio']:.2f}"

@@ -55,7 +55,7 @@ from torch.export import Dim
 from perceiver_io.checkpoints.files import staged_file
 from perceiver_io.checks import parameter_dtype
 from perceiver_io.model import PerceiverModel, PerceiverPreTrainedModel
-from perceiver_io.tasks.common import IMAGE_CLASSIFIERS
+from perceiver_io.tasks.common import IMAGE_CLASSIFIERS, eval_mode, model_device
 
 FORMATS = ("onnx", "pt2")
 SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2"}
@@ -357,17 +357,6 @@ def _import_onnx(check: bool) -> ModuleType | None:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout) for the block; the model's mode is restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-@contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """The exporters' warnings and log lines about torch internals (e.g. torchvision's operators being missing) say
     nothing a user can act on."""
@@ -465,10 +454,10 @@ def _export(
     ort = _import_onnx(check) if fmt == "onnx" else None
     spec = graph_spec(model, batch)
     path = _target(path)
-    device = next(model.parameters()).device
+    device = model_device(model)
     start = time.perf_counter()
     example = _device_inputs(spec.example(batch or TRACE_BATCH, 0), device)
-    with _eval_mode(model), _quiet(), staged_file(path) as tmp:
+    with eval_mode(model), _quiet(), staged_file(path) as tmp:
         if fmt == "onnx":
             program = torch.onnx.export(
                 spec.graph,

@@ -34,13 +34,6 @@ def _swap_linears(module: nn.Module) -> None:
             _swap_linears(child)
 
 
-def check_precision(precision: str) -> str:
-    """``precision`` if it is one of ``PRECISIONS``; otherwise a ValueError naming it and the choices."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision
-
-
 def optimize_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
     """Swap ``model``'s plain ``nn.Linear`` layers for ``OneDNNLinear`` (in place; idempotent), eval mode; returns
     ``model``. A no-op where oneDNN's operator is missing. The fast paths run under ``torch.no_grad()`` or
@@ -49,7 +42,8 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Modu
     ``precision``: ``"fp32"`` (default; the weights keep their dtype) or ``"bf16"`` (floating-point parameters and
     buffers cast to ``torch.bfloat16``; the caller then passes bf16 float inputs and gets bf16 outputs).
     """
-    check_precision(precision)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if onednn.available():
         _swap_linears(model)
     if precision == "bf16":

@@ -34,15 +34,21 @@ def require_head(model: nn.Module, heads: tuple[str, ...], task: str) -> None:
 
 
 @contextlib.contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode (no dropout) and ``torch.inference_mode`` for the block; the model's mode is restored after."""
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode (no dropout) for the block; the model's mode is restored after."""
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
-            yield model
+        yield model
     finally:
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``eval_mode`` and ``torch.inference_mode`` for the block."""
+    with eval_mode(model), torch.inference_mode():
+        yield model
 
 
 def model_device(model: nn.Module) -> torch.device:
