@@ -15,13 +15,15 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 # transformers' names for the activation functions we support, mapped to torch's GELU `approximate` argument.
+# transformers' attention backends a Perceiver config may name (its others need kernels Perceiver lacks there too).
+ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa")
 GELU_VARIANTS = {"gelu": "none", "gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu_fast": "tanh"}
 STEM_PADDINGS = ("transformers", "tf_same")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
@@ -107,7 +109,6 @@ COMMON_KEYS = frozenset(
         "typical_p",
         "use_bfloat16",
         "use_cache",
-        "_attn_implementation",
         "_commit_hash",
     }
 )
@@ -144,6 +145,10 @@ class PerceiverConfig:
     """
 
     model_type = "perceiver"
+    # transformers' class attributes of a config without sub-configs or tensor/pipeline-parallel plans.
+    sub_configs: ClassVar[dict[str, type]] = {}
+    base_model_tp_plan: ClassVar[dict[str, Any] | None] = None
+    base_model_pp_plan: ClassVar[dict[str, Any] | None] = None
 
     def __init__(
         self,
@@ -191,6 +196,7 @@ class PerceiverConfig:
         chunk_size_feed_forward: int = 0,
         is_encoder_decoder: bool = False,
         name_or_path: str = "",
+        attn_implementation: str | None = None,
         **kwargs: Any,
     ) -> None:
         # transformers' spellings of three of the keywords above.
@@ -199,6 +205,7 @@ class PerceiverConfig:
         )
         dtype = _alias(kwargs, "torch_dtype", "dtype", dtype, None)
         name_or_path = _alias(kwargs, "_name_or_path", "name_or_path", name_or_path, "")
+        attn_implementation = _alias(kwargs, "_attn_implementation", "attn_implementation", attn_implementation, None)
         model_type = kwargs.pop("model_type", self.model_type)
         if model_type != self.model_type:
             raise ValueError(f"config has model_type={model_type!r}; expected {self.model_type!r}")
@@ -242,6 +249,7 @@ class PerceiverConfig:
         self.chunk_size_feed_forward = chunk_size_feed_forward
         self.is_encoder_decoder = is_encoder_decoder
         self.name_or_path = name_or_path
+        self._attn_implementation = attn_implementation
         self._set_labels(id2label, label2id, num_labels)
         self.problem_type = problem_type
 
@@ -283,8 +291,11 @@ class PerceiverConfig:
                         f"label2id names {sorted(label2id)[:5]}… but id2label names "
                         f"{sorted(set(self.id2label.values()))[:5]}…: they must name the same labels"
                     )
-                # Kept as given: with duplicate label names (ImageNet has two "crane"s) it is no exact inverse.
-                self._label2id = {k: _label_index(v) for k, v in label2id.items()}
+                # Kept as given (values validated, stored as transformers stores them): with duplicate label names
+                # (ImageNet has two "crane"s) it is no exact inverse.
+                for v in label2id.values():
+                    _label_index(v)
+                self._label2id = dict(label2id)
         else:
             self.label2id = label2id
         if num_labels is not None and num_labels != self.num_labels:
@@ -375,6 +386,29 @@ class PerceiverConfig:
         self._name_or_path = str(value)
 
     @property
+    def _attn_implementation(self) -> str | None:
+        """transformers' attention-backend setting: None, "eager" or "sdpa". Recorded and accepted for its code;
+        perceiver_io chooses its attention kernel per shape, and every kernel computes the same attention
+        (within fp32 rounding; a call asking for attention weights computes them explicitly)."""
+        return self._attn_implementation_internal
+
+    @_attn_implementation.setter
+    def _attn_implementation(self, value: str | None) -> None:
+        if value not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"attn_implementation={value!r} is not supported; expected one of {list(ATTN_IMPLEMENTATIONS)}"
+            )
+        self._attn_implementation_internal = value
+
+    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> PerceiverConfig:
+        """The config itself: a Perceiver has no sub-configs (transformers' method for composite models)."""
+        return self
+
+    def __iter__(self) -> Iterator[str]:
+        """The attribute names, as transformers' configs iterate."""
+        yield from list(vars(self))
+
+    @property
     def gelu_approximate(self) -> str:
         return GELU_VARIANTS[self.hidden_act]
 
@@ -445,6 +479,8 @@ class PerceiverConfig:
         """Every key, as transformers' ``to_dict`` spells it (``id2label`` keys are ints until written as JSON)."""
         out: dict[str, Any] = {}
         for name in _signature_defaults():
+            if name == "attn_implementation":  # a run-time choice; transformers does not save it either
+                continue
             value = getattr(self, name)
             out[name] = list(value) if isinstance(value, tuple) else copy.deepcopy(value)
         out["_label_trainable_num_channels"] = out.pop("label_trainable_num_channels")
@@ -586,8 +622,7 @@ class PerceiverConfig:
             json_file = source
         else:
             json_file = resolve_source(pretrained_model_name_or_path, hub, ["config.json"]) / "config.json"
-        config_dict = {**read_config_dict(json_file), "_name_or_path": str(pretrained_model_name_or_path)}
-        return cls._from_dict(config_dict, json_file, return_unused_kwargs, kwargs)
+        return cls._from_dict(read_config_dict(json_file), json_file, return_unused_kwargs, kwargs)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, **overrides: Any) -> PerceiverConfig:

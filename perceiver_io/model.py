@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -42,7 +43,7 @@ class PerceiverPreTrainedModel(nn.Module):
     ``get_input_embeddings`` returns the byte embedding (``nn.Embedding``, vocab_size × d_model). transformers'
     Perceiver returns the latent array instead; the byte table is what its callers (PEFT, embedding resizing,
     input-gradient hooks) expect of a token embedding. Models without a token embedding (images, flow, video)
-    raise NotImplementedError there, as transformers' base class does for models it cannot handle.
+    return the latent array, as transformers does.
     """
 
     config_class = PerceiverConfig
@@ -124,16 +125,27 @@ class PerceiverPreTrainedModel(nn.Module):
         """Nothing to do: the masked-LM decoder reads the input embedding's weight at every call, so the output
         embedding is tied by construction (transformers' ``Trainer`` calls this after loading a checkpoint)."""
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        """The byte embedding (vocab_size × d_model) of a text model; see the class docstring for other models."""
+    def get_input_embeddings(self) -> nn.Embedding | nn.Parameter:
+        """The byte embedding (vocab_size × d_model) of a text model; the latent array (num_latents × d_latents,
+        an ``nn.Parameter``, as transformers returns for every Perceiver) of a model without token inputs."""
         embedding = getattr(getattr(self.base_model, "input_preprocessor", None), "embeddings", None)
-        if not isinstance(embedding, nn.Embedding):
-            raise NotImplementedError(f"{type(self).__name__} has no token embedding: its inputs are not token ids")
-        return embedding
+        if isinstance(embedding, nn.Embedding):
+            return embedding
+        return self.base_model.encoder.latents
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        """Replace the byte embedding (same width d_model; a new vocabulary size also sets ``config.vocab_size``)."""
+    def set_input_embeddings(self, value: nn.Embedding | nn.Parameter) -> None:
+        """Replace the byte embedding (same width d_model; a new vocabulary size also sets ``config.vocab_size``),
+        or, for a model without token inputs, the latent array (an ``nn.Parameter`` of the same shape)."""
         current = self.get_input_embeddings()
+        if isinstance(current, nn.Parameter):
+            if not isinstance(value, nn.Parameter) or value.shape != current.shape:
+                raise ValueError(
+                    f"{type(self).__name__} takes no token ids: its input embeddings are the latents, an "
+                    f"nn.Parameter of shape {tuple(current.shape)}; got {type(value).__name__} "
+                    f"{tuple(getattr(value, 'shape', ()))}"
+                )
+            self.base_model.encoder.latents = value
+            return
         if not isinstance(value, nn.Embedding) or value.embedding_dim != current.embedding_dim:
             raise ValueError(
                 f"the input embedding must be an nn.Embedding of width {current.embedding_dim}; got {value}"
@@ -146,6 +158,25 @@ class PerceiverPreTrainedModel(nn.Module):
             )
         self.base_model.input_preprocessor.embeddings = value
         self.config.vocab_size = value.num_embeddings
+
+    def get_output_embeddings(self) -> None:
+        """None, as transformers' Perceiver: the masked-LM decoder reads the input embedding's weight itself."""
+        return None
+
+    def enable_input_require_grads(self) -> None:
+        """Make the byte embedding's output require grad, so activation checkpointing with frozen embeddings
+        (PEFT adapters) still back-propagates; the latents of other models are parameters that already do."""
+        embedding = self.get_input_embeddings()
+        if isinstance(embedding, nn.Module):
+            self._require_grads_hook = embedding.register_forward_hook(
+                lambda module, args, output: output.requires_grad_(True)
+            )
+
+    def disable_input_require_grads(self) -> None:
+        """Undo ``enable_input_require_grads``."""
+        hook = self.__dict__.pop("_require_grads_hook", None)
+        if hook is not None:
+            hook.remove()
 
     # ---- activation (gradient) checkpointing ----
 
@@ -198,11 +229,38 @@ class PerceiverPreTrainedModel(nn.Module):
     # ---- loading and saving ----
 
     @classmethod
+    def _from_config(
+        cls,
+        config: PerceiverConfig,
+        *,
+        attn_implementation: str | None = None,
+        dtype: torch.dtype | str | None = None,
+        torch_dtype: torch.dtype | str | None = None,
+        **kwargs: Any,
+    ) -> PerceiverPreTrainedModel:
+        """A freshly initialised model of ``config`` (transformers' spelling, used by its Auto classes and tests):
+        ``attn_implementation`` ("eager" or "sdpa") is recorded on a copy of the config, ``dtype`` casts the
+        weights, ``kwargs`` go to the constructor (e.g. PerceiverModel's ``decoder=``)."""
+        from perceiver_io.config import to_torch_dtype
+
+        if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass dtype only")
+        config = copy.deepcopy(config)
+        if attn_implementation is not None:
+            config._attn_implementation = attn_implementation
+        model = cls(config, **kwargs)
+        dtype = dtype if dtype is not None else torch_dtype
+        if dtype is not None:
+            model.to(to_torch_dtype(dtype, "dtype"))
+        return model
+
+    @classmethod
     def from_pretrained(
         cls,
-        pretrained_model_name_or_path: str | os.PathLike,
+        pretrained_model_name_or_path: str | os.PathLike | None,
         *,
         config: PerceiverConfig | str | os.PathLike | None = None,
+        state_dict: Mapping[str, torch.Tensor] | None = None,
         cache_dir: str | os.PathLike | None = None,
         ignore_mismatched_sizes: bool = False,
         force_download: bool = False,
@@ -221,6 +279,8 @@ class PerceiverPreTrainedModel(nn.Module):
         (``.pickle``/``.pystate``), in eval mode — transformers' keywords:
 
         config: a ``PerceiverConfig`` (or a folder/file holding one) to use instead of the stored one.
+        state_dict: weights (transformers' names, or ours as ``state_dict()`` gives them) to use instead of the
+          folder's; with ``pretrained_model_name_or_path=None`` and ``config=`` nothing is read from disk.
         kwargs: config overrides (``num_labels=3``, ``id2label=…``, any config key); for ``PerceiverModel`` also
           its constructor's arguments (``input_preprocessor=``, ``decoder=``, ``output_postprocessor=``). Any
           other keyword raises TypeError.
@@ -235,7 +295,8 @@ class PerceiverPreTrainedModel(nn.Module):
           (``HF_HUB_OFFLINE=1`` loads from its cache); they raise for a local path. subfolder: a folder inside the
           repository or local folder.
 
-        Loading a checkpoint of the same class is exact: a missing or unexpected tensor raises. A checkpoint of
+        Loading a checkpoint of the same class is exact: a missing or unexpected tensor raises
+        ``CheckpointMismatchError`` (a ValueError, and a RuntimeError as transformers raises). A checkpoint of
         another class (e.g. ``PerceiverForSequenceClassification.from_pretrained("deepmind/language-perceiver")``,
         or a head's checkpoint into ``PerceiverModel``) loads the shared tensors, initialises the rest and drops
         the unused ones, with a warning listing both.
@@ -249,6 +310,7 @@ class PerceiverPreTrainedModel(nn.Module):
             cls,
             pretrained_model_name_or_path,
             config=config,
+            state_dict=state_dict,
             hub=HubOptions(cache_dir, force_download, local_files_only, token, revision, subfolder),
             ignore_mismatched_sizes=ignore_mismatched_sizes,
             dtype=dtype if dtype is not None else torch_dtype,
@@ -313,10 +375,6 @@ class PerceiverModel(PerceiverPreTrainedModel):
         )
         self.decoder = decoder
         self.output_postprocessor = output_postprocessor
-
-    @property
-    def perceiver(self) -> PerceiverModel:
-        return self
 
     def forward(
         self,

@@ -91,6 +91,7 @@ NOT_APPLICABLE: dict[str, str] = {
     "test_image_processor_preprocess_arguments": "private _valid_processor_keys / filter_out_non_signature_kwargs",
     "test_can_compile_fast_image_processor": "torch.compile on a GPU (reduce-overhead mode)",
     "test_save_load_fast_slow_auto": "AutoImageProcessor resolves transformers' classes from the auto registry",
+    "test_save_load_backends_auto": "AutoImageProcessor resolves transformers' classes from the auto registry",
     "test_image_processor_save_load_with_autoimageprocessor": "AutoImageProcessor resolves transformers' classes",
     "test_tokenizer_mismatch_warning": "AutoTokenizer registry warning",
     "test_prepare_batch_integration": "asserts isinstance of transformers' own BatchEncoding; perceiver_io's cannot "
@@ -103,6 +104,31 @@ NOT_APPLICABLE: dict[str, str] = {
     "test_peft_*": "PEFT adapter integration",
     "test_*bnb*": "bitsandbytes quantisation; needs a GPU",
     "test_*quant*": "transformers' quantizer registry",
+    "test_eager_matches_batched_and_grouped_inference*": "mixture-of-experts kernels "
+    "(_can_set_experts_implementation); Perceiver has no experts",
+    "test_model_get_set_embeddings": "asserts get_input_embeddings() is the latent nn.Parameter for every head; "
+    "perceiver_io returns the byte nn.Embedding for the text heads by design (README, Coming from transformers) and "
+    "the latents for the others (tests/test_model_methods.py)",
+    "test_enable_input_require_grads_with_gradient_checkpointing": "feeds PerceiverModel's (B, M, d_model) inputs to "
+    "every head and never runs in transformers (its latents have no .weight); perceiver_io's text heads expose the "
+    "byte embedding and refuse float inputs as token ids (tests/test_model_methods.py covers the hook)",
+    "test_can_load_ignoring_mismatched_shapes": "asserts the text of transformers' logger ('Reinit due to size "
+    "mismatch'); perceiver_io raises a RuntimeError without the keyword and warns listing the re-initialised "
+    "tensors with it (tests/test_from_pretrained.py, tests/test_model_methods.py)",
+    "test_convert_tokens_to_string_format": "passes fast=True to from_pretrained, which transformers stores and "
+    "ignores; perceiver_io has one tokenizer and refuses keywords it would ignore (convert_tokens_to_string: "
+    "tests/test_processing.py)",
+    "test_pil_can_run_without_torchvision": "loads the processor through AutoImageProcessor (transformers' classes) "
+    "in a subprocess; perceiver_io's processors never import torchvision",
+    "test_onnx_export_*": "the stored exporter tests expect HfExporter.export to return the bare program; the "
+    "installed transformers 5.25 returns its ExportedModel wrapper, whatever the model (perceiver_io's export: "
+    "`perceiver export`, tests/test_export.py)",
+    "test_torch_export_*": "the stored exporter tests expect HfExporter.export to return the bare program; the "
+    "installed transformers 5.25 returns its ExportedModel wrapper, whatever the model (perceiver_io's export: "
+    "`perceiver export`, tests/test_export.py)",
+    "test_chat_template*": "chat templates: a byte-level masked-LM tokenizer has no chat format",
+    "test_continue_final_message*": "chat templates: a byte-level masked-LM tokenizer has no chat format",
+    "test_jinja_*": "chat templates (Jinja): a byte-level masked-LM tokenizer has no chat format",
 }
 
 # Skip messages of transformers' tests that mean a perceiver_io class is missing (the test skips itself when its
@@ -120,6 +146,9 @@ COMPAT_IMPORTS: dict[tuple[str, str], str] = {
     ("transformers.image_utils", "AnnotionFormat"): "transformers.image_utils.AnnotationFormat",
 }
 
+# Functions of the shared test modules that download fixtures -> offline stand-ins here serving real local photos.
+OFFLINE_CALLS = ("load_test_image",)
+
 # Gates of the Perceiver test files on transformers' optional backends, asked of perceiver_io instead in our run:
 # transformers' fast image processor needs torchvision, perceiver_io's does not.
 OUR_GATES: dict[tuple[str, str], str] = {
@@ -129,7 +158,16 @@ OUR_GATES: dict[tuple[str, str], str] = {
 # perceiver_io spells a few transformers names differently (transformers 5 renamed its PIL processor).
 OUR_ALIASES = {"PerceiverImageProcessorPil": "PerceiverImageProcessor"}
 
+# transformers 5.2x's image-processor registry (backend -> class name) as perceiver_io's classes: its torchvision
+# backend is the batched-torch processor, its PIL backend the numpy one.
+OUR_REGISTRY_NAMES = {
+    "PerceiverImageProcessor": "PerceiverImageProcessorFast",
+    "PerceiverImageProcessorPil": "PerceiverImageProcessor",
+}
+
 HUB_PREFIX = "deepmind/"
+# The registry lookup transformers' shared image-processing tests resolve a model's processors with.
+REGISTRY_LOOKUP = "get_image_processor_class_from_name"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -208,6 +246,15 @@ def reference(name: str) -> Any:
     return getattr(transformers, name)
 
 
+def image_processor_class(name: str) -> Any:
+    """The class transformers' image-processor registry returns for ``name``; perceiver_io's for Perceiver's."""
+    if name in OUR_REGISTRY_NAMES:
+        return resolve(OUR_REGISTRY_NAMES[name])
+    from transformers.models.auto.image_processing_auto import get_image_processor_class_from_name
+
+    return get_image_processor_class_from_name(name)
+
+
 def local_folder(hub_id: str) -> str:
     """Local folder standing in for a released hub id: the released architecture with random weights (seed 0),
     saved by transformers' own classes, with the tokenizer or image processor the hub folder carries."""
@@ -273,6 +320,14 @@ def load_dataset(path: str, *args: Any, split: str | None = None, **kwargs: Any)
 
     first = np.asarray(_photo("astronaut"))
     return {"image": [Image.fromarray(first), Image.fromarray(np.roll(first, 3, axis=1))]}
+
+
+def load_test_image(url: str) -> Any:
+    """Offline stand-in for transformers' ``load_test_image``: a real photo of a cat (scikit-image's) for the
+    COCO cats URL its tests name."""
+    if not url.lower().endswith((".jpg", ".jpeg", ".png")):
+        raise ValueError(f"offline load_test_image stand-in only serves image URLs, not {url!r}")
+    return _photo("chelsea")
 
 
 @dataclass
@@ -465,6 +520,12 @@ class _Rewriter(ast.NodeTransformer):
 
     def visit_Call(self, node: ast.Call) -> Any:
         self.generic_visit(node)
+        if self.mode == "ours" and isinstance(node.func, ast.Name) and node.func.id == REGISTRY_LOOKUP:
+            self.used = True
+            return _call("image_processor_class", *node.args)
+        if isinstance(node.func, ast.Name) and node.func.id in OFFLINE_CALLS:
+            self.used = True
+            return _call(node.func.id, *node.args)
         if self._test and len(node.args) >= 2:
             first, second = node.args[0], node.args[1]
             for idx, (arg, other) in enumerate(((first, second), (second, first))):
@@ -560,6 +621,10 @@ def lay_out(source: Path, root: Path, mode: str) -> Layout:
             standins.append(f"tests/{module}.py")
     if (source / "utils").is_dir():  # some shared modules put transformers' utils/ on sys.path
         shutil.copytree(source / "utils", root / "utils", ignore=shutil.ignore_patterns("*.pyc", "__pycache__"))
+    sample_text = source / "tests" / "fixtures" / "sample_text.txt"  # read by the shared tokenizer tests
+    if sample_text.exists():
+        (tests / "fixtures").mkdir(exist_ok=True)
+        shutil.copy(sample_text, tests / "fixtures" / "sample_text.txt")
     coco = source / "tests" / "fixtures" / "tests_samples" / "COCO"
     target = tests / "fixtures" / "tests_samples" / "COCO"
     if (coco / "000000039769.png").exists():
@@ -646,15 +711,45 @@ def classify(junit: Path) -> list[Outcome]:
     return outcomes
 
 
-def write_report(path: Path, outcomes: list[Outcome], layouts: Layout, notes: list[str], command: str) -> None:
+def own_tests(source: Path) -> set[str]:
+    """``module.Class.test_method`` of every test the Perceiver files define themselves (the model-specific tests;
+    the rest are inherited from transformers' shared mixins)."""
+    own = set()
+    for name in PERCEIVER_TESTS:
+        path = source / "tests" / "models" / "perceiver" / name
+        if not path.exists():
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef):
+                own |= {
+                    f"{name.removesuffix('.py')}.{node.name}.{f.name}"
+                    for f in node.body
+                    if isinstance(f, ast.FunctionDef) and f.name.startswith("test")
+                }
+    return own
+
+
+def _totals(outcomes: list[Outcome]) -> str:
     totals = Counter(o.outcome for o in outcomes)
+    return (
+        f"{totals['passed']} passed, {totals['failed']} failed, {totals['not applicable']} not applicable, "
+        f"{totals['not run']} not run, {len(outcomes)} in all"
+    )
+
+
+def write_report(
+    path: Path, outcomes: list[Outcome], layouts: Layout, notes: list[str], command: str, own: set[str]
+) -> None:
+    specific = [o for o in outcomes if o.test.split("[")[0] in own]
     lines = [
         "# transformers' Perceiver tests against perceiver_io",
         "",
         f"Generated by `{command}` (scripts/run_transformers_tests.py; see its docstring for the rewrites).",
         "",
-        f"**Totals:** {totals['passed']} passed, {totals['failed']} failed, "
-        f"{totals['not applicable']} not applicable, {totals['not run']} not run, {len(outcomes)} in all.",
+        f"**Totals:** {_totals(outcomes)}.",
+        "",
+        f"**Model-specific** (defined in the Perceiver test files themselves): {_totals(specific)}. The others are "
+        "inherited from transformers' shared mixins (column *from*).",
         "",
         "Copied from the source: " + ", ".join(f"`{c}`" for c in layouts.copied) + ".",
     ]
@@ -670,8 +765,10 @@ def write_report(path: Path, outcomes: list[Outcome], layouts: Layout, notes: li
     if failures:
         lines += ["", "Failures grouped by error:", ""]
         lines += [f"- {count} × {reason}" for reason, count in failures.most_common()]
-    lines += ["", "| test | outcome | reason |", "| --- | --- | --- |"]
-    lines += [f"| `{o.test}` | {o.outcome} | {o.reason} |" for o in sorted(outcomes, key=lambda o: o.test)]
+    lines += ["", "| test | from | outcome | reason |", "| --- | --- | --- | --- |"]
+    for o in sorted(outcomes, key=lambda o: o.test):
+        origin = "Perceiver file" if o.test.split("[")[0] in own else "inherited"
+        lines.append(f"| `{o.test}` | {origin} | {o.outcome} | {o.reason} |")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -721,7 +818,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("`@slow` tests were not run (--skip-slow).")
     notes += args.note
     command = shlex.join(["python", "scripts/run_transformers_tests.py", *(argv if argv is not None else sys.argv[1:])])
-    write_report(args.out, outcomes, ours, notes, command)
+    write_report(args.out, outcomes, ours, notes, command, own_tests(args.source))
     totals = Counter(o.outcome for o in outcomes)
     print(json.dumps(dict(totals)), f"-> {args.out}")
     return 0 if totals["failed"] == 0 else 1

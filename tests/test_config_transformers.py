@@ -62,7 +62,7 @@ def test_transformers_saved_loads_in_ours(kwargs, transformers_module, tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every key transformers writes is known to us
         ours = PerceiverConfig.from_pretrained(tmp_path)
-    assert ours.name_or_path == str(tmp_path)
+    assert ours.name_or_path == transformers_module.PerceiverConfig.from_pretrained(tmp_path).name_or_path == ""
     loaded = _without(ours.to_dict(), OURS_ONLY | {"_name_or_path"})
     assert loaded == _derived(_without(theirs.to_dict(), {"_name_or_path"}))
     # and back: what we write from it, transformers reads as it wrote it

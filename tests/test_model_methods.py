@@ -100,7 +100,7 @@ def test_input_embeddings_are_the_byte_table(head):
         model.set_input_embeddings(torch.nn.Embedding(config.vocab_size, config.d_model + 1))
 
 
-def test_input_embeddings_of_other_models():
+def test_input_embeddings_of_other_models(transformers_module):
     config = PerceiverConfig.from_dict(SMALL_CONFIGS["PerceiverForSequenceClassification"])
     bare = PerceiverModel(config, input_preprocessor=TextPreprocessor(config))
     assert bare.get_input_embeddings() is bare.input_preprocessor.embeddings
@@ -109,11 +109,101 @@ def test_input_embeddings_of_other_models():
     assert bare.get_input_embeddings() is bigger and bare.config.vocab_size == 300
     with pytest.raises(ValueError, match="would not fit its output bias"):
         small_model("PerceiverForMaskedLM").set_input_embeddings(torch.nn.Embedding(300, 32))
-    for head in ("PerceiverForImageClassificationFourier", "PerceiverForOpticalFlow"):
-        with pytest.raises(NotImplementedError, match="has no token embedding"):
-            small_model(head).get_input_embeddings()
-    with pytest.raises(NotImplementedError):
-        PerceiverModel(config).get_input_embeddings()
+    # Without token inputs the input embeddings are the latents, as transformers returns for every Perceiver.
+    head = "PerceiverForImageClassificationFourier"
+    theirs = getattr(transformers_module, head)(transformers_module.PerceiverConfig(**SMALL_CONFIGS[head]))
+    for model in (small_model(head), PerceiverModel(config)):
+        latents = model.get_input_embeddings()
+        assert isinstance(latents, torch.nn.Parameter) and latents is model.base_model.encoder.latents
+        assert latents.shape == (model.config.num_latents, model.config.d_latents)
+    assert small_model(head).get_input_embeddings().shape == theirs.get_input_embeddings().shape
+    for model in (small_model(head), PerceiverModel(config)):
+        latents = model.get_input_embeddings()
+        replacement = torch.nn.Parameter(torch.zeros_like(latents))
+        model.set_input_embeddings(replacement)
+        assert model.get_input_embeddings() is replacement
+        with pytest.raises(ValueError, match="latents"):
+            model.set_input_embeddings(torch.nn.Parameter(latents[:1]))
+
+
+def test_from_config_matches_transformers(transformers_module):
+    """``_from_config`` (transformers' Auto classes and tests call it): a fresh model, the backend recorded on a
+    copy of the config, the weights cast to ``dtype``; the same as transformers' on the same config."""
+    head = "PerceiverForMaskedLM"
+    config = PerceiverConfig.from_dict(SMALL_CONFIGS[head])
+    ours = perceiver_io.PerceiverForMaskedLM._from_config(config, attn_implementation="eager", dtype=torch.bfloat16)
+    theirs = transformers_module.PerceiverForMaskedLM._from_config(
+        transformers_module.PerceiverConfig(**SMALL_CONFIGS[head]), attn_implementation="eager", dtype=torch.bfloat16
+    )
+    assert ours.config._attn_implementation == theirs.config._attn_implementation == "eager"
+    assert config._attn_implementation is None  # the caller's config is left alone
+    assert ours.dtype == theirs.dtype == torch.bfloat16
+    assert ours.num_parameters() == theirs.num_parameters()
+    with pytest.raises(ValueError, match="attn_implementation='flash_attention_2' is not supported"):
+        perceiver_io.PerceiverForMaskedLM._from_config(config, attn_implementation="flash_attention_2")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        perceiver_io.PerceiverForMaskedLM._from_config(config, decoder=None)
+
+
+def test_from_pretrained_state_dict_without_a_folder(tmp_path):
+    """``from_pretrained(None, config=, state_dict=)`` loads the weights given, as loading their saved folder."""
+    model = small_model("PerceiverForSequenceClassification")
+    model.save_pretrained(tmp_path)
+    from_folder = type(model).from_pretrained(tmp_path)
+    state = perceiver_io.checkpoints.loading.transformers_state_dict(model)
+    for given in (state, model.state_dict()):  # transformers' names, or ours
+        loaded = type(model).from_pretrained(None, config=model.config, state_dict=given)
+        for (name, a), (_, b) in zip(loaded.state_dict().items(), from_folder.state_dict().items(), strict=True):
+            assert torch.equal(a, b), name
+    with pytest.raises(TypeError, match="needs config="):
+        type(model).from_pretrained(None, state_dict=state)
+
+
+def test_loading_refusals_are_transformers_error_types(tmp_path):
+    """A mis-shaped checkpoint raises a RuntimeError (transformers' type) that is also our ValueError; loading
+    inside a meta-device context raises as transformers does instead of returning weightless tensors."""
+    from perceiver_io.checkpoints.loading import CheckpointMismatchError
+
+    small_model("PerceiverForSequenceClassification").save_pretrained(tmp_path)
+    with pytest.raises(CheckpointMismatchError, match="ignore_mismatched_sizes=True") as raised:
+        perceiver_io.PerceiverForSequenceClassification.from_pretrained(tmp_path, num_labels=42)
+    assert isinstance(raised.value, RuntimeError) and isinstance(raised.value, ValueError)
+    with torch.device("meta"), pytest.raises(RuntimeError, match="meta device context manager"):
+        perceiver_io.PerceiverForSequenceClassification.from_pretrained(tmp_path)
+
+
+def test_input_require_grads_reach_a_frozen_embedding(transformers_module):
+    """PEFT's recipe: frozen byte embedding + ``enable_input_require_grads`` → its output carries gradients to
+    the layers after it; disabling removes the hook. transformers has no output embeddings for Perceiver; nor we."""
+    model = small_model("PerceiverForMaskedLM")
+    model.get_input_embeddings().requires_grad_(False)
+    inputs = small_inputs("PerceiverForMaskedLM")["inputs"]
+    seen = []
+    model.enable_input_require_grads()
+    model.get_input_embeddings().register_forward_hook(lambda m, a, out: seen.append(out.requires_grad))
+    model(inputs=inputs)
+    model.disable_input_require_grads()
+    model(inputs=inputs)
+    assert seen == [True, False]
+    theirs = transformers_module.PerceiverForMaskedLM(
+        transformers_module.PerceiverConfig(**SMALL_CONFIGS["PerceiverForMaskedLM"])
+    )
+    assert model.get_output_embeddings() is None and theirs.get_output_embeddings() is None
+
+
+def test_config_attn_implementation_round_trip(transformers_module, tmp_path):
+    """``attn_implementation`` is accepted (None, eager, sdpa) and, as in transformers, not written to config.json."""
+    config = PerceiverConfig(attn_implementation="sdpa")
+    assert config._attn_implementation == "sdpa"
+    config._attn_implementation = "eager"
+    config.save_pretrained(tmp_path)
+    assert PerceiverConfig.from_pretrained(tmp_path)._attn_implementation is None
+    theirs = transformers_module.PerceiverConfig(attn_implementation="sdpa")
+    theirs._attn_implementation = "eager"
+    theirs.save_pretrained(tmp_path / "theirs")
+    assert "attn_implementation" not in (tmp_path / "theirs" / "config.json").read_text()
+    assert "attn_implementation" not in (tmp_path / "config.json").read_text()
+    assert config.get_text_config() is config and config.sub_configs == {} and "d_model" in list(config)
 
 
 def test_transformers_attributes():

@@ -261,6 +261,22 @@ def test_additional_special_tokens_keyword_and_stored_list(tmp_path):
     assert overridden.additional_special_tokens == ["<e>"] and overridden.encode("<e>") == [4, 262, 5]
 
 
+@pytest.mark.parametrize("replace", [True, False])
+def test_add_special_tokens_replace_keyword_matches_transformers(replace):
+    """transformers 5's ``replace_extra_special_tokens`` (and its 4.x name) replaces or extends the stored list."""
+    transformers = pytest.importorskip("transformers")
+    ours, theirs = PerceiverTokenizer(), transformers.PerceiverTokenizer()
+    for tokenizer in (ours, theirs):
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<a>"]})
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<b>"]}, replace_extra_special_tokens=replace)
+    assert ours.additional_special_tokens == theirs.extra_special_tokens  # transformers 5's name for the list
+    assert_same_encoding(ours("x<a>y<b>"), theirs("x<a>y<b>"))
+    older = PerceiverTokenizer()
+    older.add_special_tokens({"additional_special_tokens": ["<a>"]})
+    older.add_special_tokens({"additional_special_tokens": ["<b>"]}, replace_additional_special_tokens=replace)
+    assert older.additional_special_tokens == ours.additional_special_tokens
+
+
 def test_text_target_matches_transformers(tokenizer, hf_tokenizer):
     targets = ["Summary of the text.", "Another summary."]
     kwargs = {"max_length": 32, "padding": "max_length", "truncation": True, "return_tensors": "pt"}

@@ -8,6 +8,7 @@ import json
 import os
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,17 @@ HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", 
 BASE_PREFIX = "perceiver."
 
 
+class CheckpointMismatchError(ValueError, RuntimeError):
+    """The checkpoint's tensors do not fit the model (missing, unexpected or mis-shaped ones). A ValueError, and a
+    RuntimeError as transformers raises for the same case."""
+
+
 def load_pretrained(
     cls: type,
-    source: str | os.PathLike,
+    source: str | os.PathLike | None,
     *,
     config: PerceiverConfig | str | os.PathLike | None = None,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
     hub: HubOptions | None = None,
     ignore_mismatched_sizes: bool = False,
     dtype: torch.dtype | str | None = None,
@@ -44,6 +51,14 @@ def load_pretrained(
 
     ``kwargs`` are config overrides, then (for ``PerceiverModel``) constructor arguments; any other raises.
     """
+    if torch.empty(0).device.type == "meta":
+        raise RuntimeError(
+            "You are using `from_pretrained` with a meta device context manager (torch.device('meta')): the "
+            "weights would be read and then dropped; leave the context, or build the model there without weights"
+        )
+    if source is None:
+        return _load_state_dict_only(cls, config, state_dict, ignore_mismatched_sizes, dtype, device,
+                                     output_loading_info, kwargs)  # fmt: skip
     hub = hub if hub is not None else HubOptions()
     path = Path(source)
     if path.is_file() and path.suffix in DEEPMIND_SUFFIXES:
@@ -72,17 +87,48 @@ def load_pretrained(
     else:
         raise TypeError(f"config must be a PerceiverConfig or a folder/file path; got {type(config).__name__}")
     held = ((stored or {}).get("architectures") or [None])[0]
-    state = read_weights(folder)
+    state = read_weights(folder) if state_dict is None else dict(state_dict)
     fit = {"ignore_mismatched_sizes": ignore_mismatched_sizes, "strict": held in (None, cls.__name__), "held": held}
     constructor_kwargs = _constructor_kwargs(cls, rest)
     # The fit is checked on a model without storage first: a config.json whose widths do not match the weights
     # (a typo of 10**12) is refused before its tensors are allocated.
     with torch.device("meta"), no_init_weights():
-        check_fit(cls(config, **constructor_kwargs), state, source=folder, **fit)
+        skeleton = cls(config, **constructor_kwargs)
+        state = in_transformers_names(skeleton, state)
+        check_fit(skeleton, state, source=folder, **fit)
     with no_init_weights():  # every parameter is loaded or initialised below
         model = cls(config, **constructor_kwargs)
     info = load_transformers_state_dict(model, state, source=folder, **fit)
     model = _place(model, _resolve_dtype(dtype, config, state), device)
+    return (model, info) if output_loading_info else model
+
+
+def _load_state_dict_only(
+    cls: type,
+    config: Any,
+    state_dict: Mapping[str, torch.Tensor] | None,
+    ignore_mismatched_sizes: bool,
+    dtype: torch.dtype | str | None,
+    device: torch.device | None,
+    output_loading_info: bool,
+    kwargs: dict[str, Any],
+) -> nn.Module | tuple[nn.Module, dict[str, Any]]:
+    """``from_pretrained(None, config=config, state_dict=weights)``: nothing read from disk."""
+    if not isinstance(config, PerceiverConfig) or state_dict is None:
+        raise TypeError(
+            "from_pretrained(None, ...) needs config= (a PerceiverConfig) and state_dict=; got "
+            f"config={type(config).__name__}, state_dict={type(state_dict).__name__}"
+        )
+    overrides = sorted(k for k in kwargs if PerceiverConfig.is_config_key(k))
+    if overrides:
+        raise TypeError(f"config keys {overrides} were passed along with config=; set them on that config")
+    constructor_kwargs = _constructor_kwargs(cls, kwargs)
+    state = dict(state_dict)
+    with no_init_weights():
+        model = cls(copy.deepcopy(config), **constructor_kwargs)
+    state = in_transformers_names(model, state)
+    info = load_transformers_state_dict(model, state, ignore_mismatched_sizes=ignore_mismatched_sizes)
+    model = _place(model, _resolve_dtype(dtype, model.config, state), device)
     return (model, info) if output_loading_info else model
 
 
@@ -282,6 +328,15 @@ def load_transformers_state_dict(
     }
 
 
+def in_transformers_names(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` spelled with transformers' names: a state dict in ``model``'s own names (``state_dict()`` of a
+    perceiver_io model, as transformers' tests pass to ``from_pretrained(state_dict=...)``) is translated."""
+    table = name_table(model)
+    if state and set(state) <= set(table):
+        return {table[k]: v for k, v in state.items()}
+    return state
+
+
 def check_fit(
     model: nn.Module,
     state: dict[str, torch.Tensor],
@@ -319,7 +374,8 @@ def check_fit(
     problems = [p for p in problems if p]
     if problems:
         hint = "\npass ignore_mismatched_sizes=True to initialise the mis-shaped tensors afresh" if mismatched else ""
-        raise ValueError(f"{which}: the checkpoint does not fit this config:\n" + "\n".join(problems) + hint)
+        listing = "\n".join(problems)
+        raise CheckpointMismatchError(f"{which}: the checkpoint does not fit this config:\n{listing}{hint}")
     return by_hf, state, missing, unexpected, mismatched, which
 
 

@@ -15,7 +15,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypedDict
 
 import numpy as np
 import PIL.Image
@@ -159,6 +159,23 @@ def _pil_resize(image: np.ndarray, height: int, width: int, resample: int) -> np
     return _rescale(resized, 1 / 255) if scaled_back else resized
 
 
+class PerceiverImageProcessorKwargs(TypedDict, total=False):
+    """The keywords the image processors take, at construction and per call (transformers' ``valid_kwargs``)."""
+
+    do_center_crop: bool
+    crop_size: SizeInput
+    do_resize: bool
+    size: SizeInput
+    resample: int
+    do_rescale: bool
+    rescale_factor: float
+    do_normalize: bool
+    image_mean: float | Sequence[float]
+    image_std: float | Sequence[float]
+    do_convert_rgb: bool
+    return_tensors: Literal["pt", "np"] | None
+
+
 class BaseImageProcessor:
     """Settings shared by the Perceiver image processors, under transformers' ``preprocessor_config.json`` keys.
 
@@ -166,6 +183,7 @@ class BaseImageProcessor:
     """
 
     model_input_names = ("pixel_values",)
+    valid_kwargs: ClassVar[type] = PerceiverImageProcessorKwargs
     # The ``resample`` values a subclass can apply, PIL filter number -> name.
     _filters: ClassVar[dict[int, str]] = {int(f): f.name.lower() for f in sorted(PIL.Image.Resampling)}
 

@@ -22,6 +22,7 @@ from .image_processor import (
     BaseImageProcessor,
     BatchFeature,
     ImageInput,
+    PerceiverImageProcessorKwargs,
     SizeInput,
     _flatten,
     _pil_to_rgb,
@@ -36,6 +37,14 @@ _TORCH_MODES = {
 }
 _INPUT_DATA_FORMATS = (None, "channels_first", "channels_last")
 _WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
+
+class PerceiverImageProcessorFastKwargs(PerceiverImageProcessorKwargs, total=False):
+    """``PerceiverImageProcessorKwargs`` plus the call keywords of the batched-torch processor."""
+
+    device: str | torch.device | None
+    input_data_format: Literal["channels_first", "channels_last"] | None
+    disable_grouping: bool
 
 
 class PerceiverImageProcessorFast(BaseImageProcessor):
@@ -87,6 +96,7 @@ class PerceiverImageProcessorFast(BaseImageProcessor):
     """
 
     _filters: ClassVar[dict[int, str]] = dict(_TORCH_MODES)
+    valid_kwargs: ClassVar[type] = PerceiverImageProcessorFastKwargs
 
     def __call__(
         self,

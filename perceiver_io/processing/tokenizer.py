@@ -223,15 +223,22 @@ class PerceiverTokenizer:
         return count
 
     def add_special_tokens(
-        self, special_tokens_dict: dict[str, Any], replace_additional_special_tokens: bool = True
+        self,
+        special_tokens_dict: dict[str, Any],
+        replace_extra_special_tokens: bool = True,
+        *,
+        replace_additional_special_tokens: bool | None = None,
     ) -> int:
         """Add extra special tokens: ``{"additional_special_tokens": [...]}`` (or ``"extra_special_tokens"``).
 
         New ones get the next ids (see ``add_tokens``) and are skipped by ``decode(skip_special_tokens=True)``.
-        With ``replace_additional_special_tokens`` (transformers' default) the list replaces the current one (the
-        tokens keep their ids); else it is appended. Changing the six named tokens is not supported
-        (``ValueError``). Returns the number of tokens added to the vocabulary.
+        With ``replace_extra_special_tokens`` (transformers' default; ``replace_additional_special_tokens`` is
+        its 4.x name) the list replaces the current one (the tokens keep their ids); else it is appended.
+        Changing the six named tokens is not supported (``ValueError``). Returns the number of tokens added to
+        the vocabulary.
         """
+        if replace_additional_special_tokens is not None:
+            replace_extra_special_tokens = replace_additional_special_tokens
         if not isinstance(special_tokens_dict, dict):
             raise TypeError(f"special_tokens_dict must be a dict, got {type(special_tokens_dict).__name__}")
         unknown = set(special_tokens_dict) - set(_EXTRA_SPECIAL_KEYS)
@@ -246,7 +253,7 @@ class PerceiverTokenizer:
                 raise TypeError(f"additional special tokens must be a list, got {type(tokens).__name__}")
             contents = [_added_token_fields(token)[0] for token in tokens]
             count += self.add_tokens(list(tokens), special_tokens=True)
-            kept = [] if replace_additional_special_tokens else self._additional_special
+            kept = [] if replace_extra_special_tokens else self._additional_special
             self._additional_special = kept + [c for c in contents if c not in kept]
         return count
 
