@@ -3,8 +3,8 @@
 
 For every attention shape of the six released models (batch 1, and batch 8 for vision's latents), in float32 and
 bfloat16, times (interleaved, medians): SDPA; the plain path unblocked (one pass over all B·H·T·S scores); the plain
-path blocked to SCORE_BLOCK_ELEMENTS; the plain path on oneDNN. Reports GFLOP/s, the fastest, and what the policy
-picks with and without oneDNN (inference without autograd uses it unless ``onednn.disabled()``).
+path blocked to SCORE_BLOCK_ELEMENTS; the plain path on oneDNN. Reports GFLOP/s, the fastest, what
+``attention_path`` measures and picks on this CPU, and what its fallback rule picks with and without oneDNN.
 
     .venv/bin/python benchmarks/attention_paths.py [--cases vision_self flow_self] [--dtypes fp32]
 """
@@ -60,7 +60,10 @@ def measure(name: str, dtype: torch.dtype, repeats: int) -> dict[str, Any]:
     flops = 2 * b * h * t * s * (dqk + dv)
     with torch.no_grad():
         timing = interleaved(runs, repeats)
-        pick_onednn = attention_path(q, k, v)
+        paths = {"sdpa": runs["sdpa"], "plain": runs["plain blocked"], "onednn": runs.get("plain oneDNN")}
+        pick_measured = attention_path(q, k, v, run=lambda p: paths[p](), caller=("benchmark",))
+        with onednn.use("on"):
+            pick_onednn = attention_path(q, k, v)
         with onednn.disabled():
             pick_torch = attention_path(q, k, v)
     names = {"sdpa": "sdpa", "plain": "plain blocked", "onednn": "plain oneDNN"}
@@ -72,6 +75,7 @@ def measure(name: str, dtype: torch.dtype, repeats: int) -> dict[str, Any]:
         "fastest": min(timing, key=lambda k_: timing[k_]["seconds"]),
         "policy": names[pick_torch],
         "policy_onednn": names[pick_onednn],
+        "measured": names[pick_measured],
     }
 
 
@@ -81,18 +85,19 @@ def markdown(rows: list[dict[str, Any]], cpu: dict[str, Any], peaks: dict[str, A
         "# Attention kernels (GFLOP/s; interleaved medians)",
         "",
         *markdown_header(cpu, peaks),
-        "policy: what `attention_path` picks with oneDNN switched off (`onednn.disabled()`, or under autograd);"
-        " policy+oneDNN: what it picks in inference (the default).",
+        "measured: what `attention_path` picks in inference (the default: it times the candidates once per shape on"
+        " this CPU); rule / rule+oneDNN: the Zen 5 rule it falls back on (`rule_path`) with oneDNN switched off"
+        " (`onednn.disabled()`, or under autograd) / on (`onednn.use('on')`).",
         "",
-        "| case | dtype | " + " | ".join(columns) + " | fastest | fastest % of peak | policy | policy+oneDNN |",
-        "|---|---|" + "---|" * (len(columns) + 4),
+        "| case | dtype | " + " | ".join(columns) + " | fastest | fastest % of peak | measured | rule | rule+oneDNN |",
+        "|---|---|" + "---|" * (len(columns) + 5),
     ]
     for r in rows:
         cells = [f"{r['gflops'][c]:.0f}" if c in r["gflops"] else "–" for c in columns]
         lines.append(
             f"| {r['case']} | {r['dtype']} | " + " | ".join(cells) + f" | {r['fastest']} | "
-            f"{100 * r['gflops'][r['fastest']] / peaks[_PEAK_DTYPE[r['dtype']]]:.0f} % | {r['policy']} | "
-            f"{r['policy_onednn']} |"
+            f"{100 * r['gflops'][r['fastest']] / peaks[_PEAK_DTYPE[r['dtype']]]:.0f} % | {r['measured']} | "
+            f"{r['policy']} | {r['policy_onednn']} |"
         )
     lines += ["", f"Machine: `{machine()}`", ""]
     return "\n".join(lines)

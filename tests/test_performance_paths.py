@@ -58,7 +58,8 @@ def _qkv(b=2, h=3, t=20, s=33, dqk=8, dv=8, dtype=torch.float32, seed=0):
 
 
 def _onednn(on: bool) -> contextlib.AbstractContextManager:
-    return contextlib.nullcontext() if on else onednn.disabled()
+    """oneDNN wherever it can run (whatever this CPU's measurement says), or nowhere."""
+    return onednn.use("on") if on else onednn.disabled()
 
 
 @pytest.mark.parametrize(
@@ -234,9 +235,9 @@ class _CountOneDNN:
 
 @pytest.mark.skipif(not onednn.available(), reason="this PyTorch build has no oneDNN linear")
 @pytest.mark.parametrize("head", HEADS)
-def test_default_inference_runs_on_onednn_and_matches_torch_kernels(head, monkeypatch):
-    """The model as loaded: oneDNN without autograd, torch's kernels with it or when ``onednn.disabled()``; the
-    results agree at the parity criterion."""
+def test_inference_runs_on_onednn_and_matches_torch_kernels(head, monkeypatch):
+    """The model as loaded, with oneDNN switched on: oneDNN without autograd, torch's kernels with it or when
+    ``onednn.disabled()``; the results agree at the parity criterion."""
     model = _model(head)
     inputs = small_inputs(head)
     counter = _CountOneDNN(monkeypatch)
@@ -244,12 +245,66 @@ def test_default_inference_runs_on_onednn_and_matches_torch_kernels(head, monkey
         with onednn.disabled():
             expected = _logits(model(**inputs))
         assert counter.calls == 0
-        got = _logits(model(**inputs))
+        with onednn.use("on"):
+            got = _logits(model(**inputs))
         assert counter.calls > 0
     counter.calls = 0
-    model(**inputs)  # autograd recording: torch's kernels only
+    with onednn.use("on"):
+        model(**inputs)  # autograd recording: torch's kernels only
     assert counter.calls == 0
     assert_close_to_reference(got, expected)
+
+
+@pytest.mark.skipif(not onednn.available(), reason="this PyTorch build has no oneDNN linear")
+@pytest.mark.parametrize(("ours", "theirs", "expected"), [(1.0, 2.0, True), (2.0, 1.0, False)])
+def test_onednn_linears_only_where_measured_faster(ours, theirs, expected, monkeypatch):
+    """``use("auto")`` (the default) takes oneDNN's GEMM where it timed faster than torch's on this CPU, measured
+    once per dtype and thread count; ``use("on" | "off")`` overrides the measurement."""
+    timings = []
+
+    def fake_seconds(fn, *args):
+        timings.append(fn)
+        return ours if fn is onednn.linear else theirs
+
+    monkeypatch.setattr(onednn, "_seconds", fake_seconds)
+    monkeypatch.setattr(onednn, "_measured", {})
+    x, w = torch.randn(4, 8), torch.randn(6, 8)
+    with torch.no_grad():
+        assert onednn.usable(x, w) is expected and onednn.wins(torch.float32) is expected
+        measured = len(timings)
+        assert measured == 2 * len(onednn.PROBE_SHAPES) * onednn.PROBE_ROUNDS
+        onednn.usable(x, w)
+        assert len(timings) == measured  # measured once
+        with onednn.use("on"):
+            assert onednn.usable(x, w)
+        with onednn.use("off"):
+            assert not onednn.usable(x, w)
+
+
+def test_measured_attention_path_keeps_the_fastest_kernel():
+    """In CPU inference ``attention_path`` times each candidate once per shape on the caller's own attention and
+    keeps the fastest; with autograd recording it falls back to the rule without running anything."""
+    import time
+
+    from perceiver_io.layers import attention
+
+    delays = {"plain": 0.03, "sdpa": 0.0, "onednn": 0.03}
+    calls = []
+
+    def run(path):
+        calls.append(path)
+        time.sleep(delays[path])
+
+    q, k, v = _qkv(t=16, s=24, dqk=8, dv=8)
+    caller = ("test", object())  # a key no other test shares
+    with torch.no_grad():
+        assert attention.attention_path(q, k, v, run=run, caller=caller) == "sdpa"
+        assert set(calls) >= {"plain", "sdpa"}
+        calls.clear()
+        assert attention.attention_path(q, k, v, run=run, caller=caller) == "sdpa"
+        assert calls == []  # kept, not measured again
+    assert attention.attention_path(q.requires_grad_(), k, v, run=run, caller=caller) == attention.rule_path(q, k, v)
+    assert calls == []
 
 
 def test_mlp_fuses_gelu_into_onednn_linear():

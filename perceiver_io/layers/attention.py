@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -43,16 +44,17 @@ def mask_to_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
 
 
-def attention_path(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> str:
-    """Which kernel computes softmax(qkᵀ/√d)v fastest here: ``"sdpa"``, ``"plain"`` or ``"onednn"``.
+def rule_path(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> str:
+    """The kernel a 2-core Zen 5 computes softmax(qkᵀ/√d)v fastest with: ``"sdpa"``, ``"plain"`` or ``"onednn"``
+    (``benchmarks/attention_paths.py``, results/attention_paths_zen5.md). ``attention_path`` measures instead
+    where it can; this rule decides where it cannot (autograd, tracing, ``onednn.use("on" | "off")``).
 
-    Measured on a 2-core Zen 5 with ``benchmarks/attention_paths.py`` (results/attention_paths.md):
       float32: SDPA's CPU flash kernel wins where q and v heads have equal width (1.2–4× over the plain path for
         latent self-attention, 1.1–2× for the big single-head cross-attentions); with unequal widths (the language
         model's 32/160) it does not apply and its unfused fallback runs at 0.7–0.85× the plain path.
       bfloat16: the plain path (oneDNN's bf16 GEMMs, blocked) beats SDPA everywhere, 1.6–3.7×.
-      Where ``onednn.usable`` (no autograd, not ``onednn.disabled()``): in float32, the plain path with oneDNN's
-        GEMMs beats the best of the others 1.3–2× (ONEDNN_MIN_PAIR_SCORES and HUGE_KEY_SET mark the exceptions).
+      Where ``onednn.usable``: in float32, the plain path with oneDNN's GEMMs beats the best of the others
+        1.3–2× (ONEDNN_MIN_PAIR_SCORES and HUGE_KEY_SET mark the exceptions).
     Off CPU the fused kernels always win. Dropout needs a plain path on CPU: SDPA's flash kernel has none.
     """
     if q.device.type != "cpu":
@@ -66,6 +68,58 @@ def attention_path(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p:
     if onednn_ok and not (fusable and s > HUGE_KEY_SET):
         return "onednn"
     return "sdpa" if fusable else "plain"
+
+
+def attention_path(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    dropout_p: float = 0.0,
+    run: Callable[[str], object] | None = None,
+    caller: tuple = (),
+) -> str:
+    """Which kernel computes softmax(qkᵀ/√d)v fastest here: ``"sdpa"``, ``"plain"`` or ``"onednn"``.
+
+    The winner differs by CPU as much as by shape: oneDNN's per-(example, head) GEMMs run 1.3–2× ahead of SDPA on a
+    Zen 5 and up to 2× behind it on an Intel Xeon (benchmarks/results/attention_paths*.md). So in CPU inference
+    (``onednn.plain_inference``, ``onednn.use("auto")``, no dropout) with ``run`` (the caller's attention on these
+    tensors through a given path) the candidates are timed once per process on the first call of each shape and
+    ``caller`` (what else decides the cost, e.g. the mask's shape): a warm-up, then the best of 1–3 timed calls;
+    the fastest is kept for every later call. Every path computes the same attention within float32 rounding.
+    Elsewhere ``rule_path`` decides.
+    """
+    if run is None or dropout_p or onednn.mode() != "auto" or not onednn.plain_inference(q, k, v):
+        return rule_path(q, k, v, dropout_p)
+    candidates = ["plain"]
+    if q.shape[-1] == v.shape[-1]:
+        candidates.append("sdpa")
+    if onednn.allowed(q, k, v):
+        candidates.append("onednn")
+    key = (q.dtype, q.shape[0] * q.shape[1], q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1], caller)
+    key += (torch.get_num_threads(),)
+    if key not in _MEASURED_PATHS:
+        _MEASURED_PATHS[key] = _fastest(candidates, run, flops=2 * q[..., 0].numel() * k.shape[-2] * v.shape[-1])
+    return _MEASURED_PATHS[key]
+
+
+# (dtype, pairs, T, S, Dqk, Dv, caller, threads) -> the path measured fastest in this process.
+_MEASURED_PATHS: dict[tuple, str] = {}
+# Above this many FLOPs per call one timed call per candidate is enough (and the measuring stays under a second).
+MEASURE_ONCE_FLOPS = 1e9
+
+
+def _fastest(candidates: list[str], run: Callable[[str], object], flops: float) -> str:
+    """The candidate whose ``run`` is quickest: one warm-up call each, then the best of 1–3 interleaved calls."""
+    rounds = 1 if flops > MEASURE_ONCE_FLOPS else 3
+    best = dict.fromkeys(candidates, float("inf"))
+    for path in candidates:
+        run(path)  # warm-up: oneDNN builds its kernels on a shape's first call
+    for _ in range(rounds):
+        for path in candidates:
+            start = time.perf_counter()
+            run(path)
+            best[path] = min(best[path], time.perf_counter() - start)
+    return min(candidates, key=best.__getitem__)
 
 
 def score_blocks(
@@ -181,7 +235,14 @@ def _normalised(out: torch.Tensor, peak: torch.Tensor, total: torch.Tensor) -> t
 def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of q over one block of keys and the log-sum-exp of its scores, both float32, through the path
     attention_path picks: (B, H, T, Dv), (B, H, T). Unmasked, no dropout, no autograd (CPU inference)."""
-    path = attention_path(q, k, v)
+    path = attention_path(q, k, v, run=lambda p: _partial_attention_on(p, q, k, v), caller=("key block",))
+    return _partial_attention_on(path, q, k, v)
+
+
+def _partial_attention_on(
+    path: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``partial_attention`` through ``path``."""
     if path == "sdpa":
         # The op behind F.scaled_dot_product_attention on CPU; it also returns the log-sum-exp the merge needs.
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)
@@ -259,15 +320,24 @@ def attend(
     probs = None
     if need_weights:
         out, probs = weighted_attention(q, k, v, mask, dropout_p)
-    elif (path := attention_path(q, k, v, dropout_p)) == "sdpa":
-        out = sdpa_attention(q, k, v, mask, dropout_p)
     else:
-        out = plain_attention(q, k, v, mask, dropout_p, use_onednn=path == "onednn")
+        caller = ("attend", None if mask is None else tuple(mask.shape))
+        path = attention_path(q, k, v, dropout_p, run=lambda p: _attend_on(p, q, k, v, mask, dropout_p), caller=caller)
+        out = _attend_on(path, q, k, v, mask, dropout_p)
     if wipe_fully_masked_rows and mask is not None:
         keep = mask.any(dim=-1)[:, None, :, None].to(out.dtype)
         out = out * keep
         probs = None if probs is None else probs * keep
     return out, probs
+
+
+def _attend_on(
+    path: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float
+) -> torch.Tensor:
+    """softmax(q kᵀ/√d) v through ``path`` (see ``attend``) → (B, H, T, Dv)."""
+    if path == "sdpa":
+        return sdpa_attention(q, k, v, mask, dropout_p)
+    return plain_attention(q, k, v, mask, dropout_p, use_onednn=path == "onednn")
 
 
 class Attention(nn.Module):

@@ -1,25 +1,41 @@
-"""oneDNN's fused linear on CPU: the GEMM behind every attention projection and MLP in inference without autograd.
+"""oneDNN's fused linear on CPU: the GEMM behind attention projections and MLPs in inference without autograd,
+where it beats torch's on this CPU.
 
-PyTorch sends float32 GEMMs to MKL, which on AMD CPUs runs its AVX2 kernels; oneDNN runs AVX-512 and is 2.0–2.9×
-faster on this model's shapes (``benchmarks/gemm_paths.py``), and applies the bias (and the MLPs' GELU) in the same
-pass. Its operator has no autograd, so it is used only where no gradient is being recorded (``usable``): training,
-autocast, tracing, compiling and export see ``F.linear`` exactly as before. ``disabled()`` switches it off, e.g.
-to measure what it gains or to rule it out when outputs differ (they differ from ``F.linear``'s by float32
-rounding only).
+PyTorch sends float32 GEMMs to MKL. On AMD CPUs MKL runs its AVX2 kernels and oneDNN's AVX-512 ones are 2.0–2.9×
+faster on this model's shapes; on an Intel Xeon MKL's are about 2× faster than oneDNN's instead
+(``benchmarks/gemm_paths.py``). So which wins is measured, once per process, dtype and thread count, on two GEMMs of
+the models' shapes (``wins``; about 50 ms), not assumed. oneDNN also applies the bias (and the MLPs' GELU) in the
+same pass. Its operator has no autograd, so it is used only where no gradient is being recorded (``usable``):
+training, autocast, tracing, compiling and export see ``F.linear`` exactly as before.
+
+``use("on" | "off" | "auto")`` (or the environment variable ``PERCEIVER_ONEDNN`` at import) overrides the
+measurement, e.g. to compare the two or to rule oneDNN out when outputs differ (they differ from ``F.linear``'s by
+float32 rounding only); ``disabled()`` is ``use("off")``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+import time
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 FAST_DTYPES = (torch.float32, torch.bfloat16)
+MODES = ("auto", "on", "off")
+# (rows, in, out) of the GEMMs timed by ``wins``: a latent MLP of the vision model and a language cross-attention
+# projection; large enough that call overheads do not decide, small enough to time in milliseconds.
+PROBE_SHAPES = ((512, 1024, 1024), (2048, 256, 1280))
+PROBE_ROUNDS = 3
 
-_enabled = True
+_mode = os.environ.get("PERCEIVER_ONEDNN", "auto")
+if _mode not in MODES:
+    raise ValueError(f"PERCEIVER_ONEDNN={_mode!r}; expected one of {MODES}")
+# (dtype, threads) -> whether oneDNN's GEMM beat torch's in this process.
+_measured: dict[tuple[torch.dtype, int], bool] = {}
 
 
 def available() -> bool:
@@ -28,32 +44,94 @@ def available() -> bool:
 
 
 @contextlib.contextmanager
-def disabled() -> Iterator[None]:
-    """Within the block (process-wide), every oneDNN path falls back to torch's kernels."""
-    global _enabled
-    before, _enabled = _enabled, False
+def use(mode: str) -> Iterator[None]:
+    """Within the block (process-wide): ``"on"`` takes oneDNN wherever ``usable``, ``"off"`` never, ``"auto"`` where
+    it ``wins`` on this CPU (the default)."""
+    global _mode
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    before, _mode = _mode, mode
     try:
         yield
     finally:
-        _enabled = before
+        _mode = before
 
 
-def usable(*tensors: torch.Tensor) -> bool:
-    """Whether oneDNN may compute with these CPU tensors: same fast dtype, no gradient recorded, no autocast (which
-    would not cast this operator's arguments), not traced, compiled or exported (graphs keep torch's operators,
-    which every backend knows), not ``disabled()``, and the operator exists."""
-    first = tensors[0]
+def disabled() -> contextlib.AbstractContextManager[None]:
+    """Within the block (process-wide), every oneDNN path falls back to torch's kernels: ``use("off")``."""
+    return use("off")
+
+
+def _seconds(fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def _measure(dtype: torch.dtype) -> bool:
+    """Time oneDNN's and torch's GEMM (bias included) on PROBE_SHAPES, interleaved; compare the sums of each
+    kernel's best of PROBE_ROUNDS."""
+    generator = torch.Generator().manual_seed(0)  # the caller's random stream is left alone
+    totals = {linear: 0.0, F.linear: 0.0}
+    for rows, k, n in PROBE_SHAPES:
+        args = [torch.randn(*shape, generator=generator).to(dtype) for shape in ((rows, k), (n, k), (n,))]
+        for fn in totals:
+            fn(*args)  # warm-up: oneDNN builds its kernel on the first call
+        best = dict.fromkeys(totals, float("inf"))
+        for _ in range(PROBE_ROUNDS):
+            for fn in totals:
+                best[fn] = min(best[fn], _seconds(fn, *args))
+        for fn in totals:
+            totals[fn] += best[fn]
+    return totals[linear] < totals[F.linear]
+
+
+def wins(dtype: torch.dtype) -> bool:
+    """Whether oneDNN computes in ``dtype`` here (see ``use``): in ``"auto"`` mode, whether its GEMM beat torch's
+    when measured (once per process, dtype and thread count; the first call takes about 50 ms)."""
+    if _mode != "auto":
+        return _mode == "on"
+    key = (dtype, torch.get_num_threads())
+    if key not in _measured:
+        _measured[key] = _measure(dtype)
+    return _measured[key]
+
+
+def mode() -> str:
+    """The current setting of ``use``: "auto", "on" or "off"."""
+    return _mode
+
+
+def plain_inference(*tensors: torch.Tensor) -> bool:
+    """Whether these CPU tensors are in eager inference: no gradient recorded, no autocast (which would not cast
+    oneDNN's arguments), not traced, compiled or exported (graphs keep torch's operators, which every backend
+    knows). Only there may a kernel be chosen by timing it, or run on oneDNN."""
     return (
-        _enabled
-        and first.device.type == "cpu"
-        and first.dtype in FAST_DTYPES
-        and all(t.dtype == first.dtype for t in tensors)
+        tensors[0].device.type == "cpu"
         and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
+    )
+
+
+def allowed(*tensors: torch.Tensor) -> bool:
+    """Whether oneDNN can compute with these tensors: not ``use("off")``, one fast dtype, ``plain_inference``, and
+    the operator exists."""
+    first = tensors[0]
+    return (
+        _mode != "off"
+        and first.dtype in FAST_DTYPES
+        and all(t.dtype == first.dtype for t in tensors)
+        and plain_inference(*tensors)
         and available()
     )
+
+
+def usable(*tensors: torch.Tensor) -> bool:
+    """Whether oneDNN's GEMM should replace torch's for these tensors: ``allowed`` and it ``wins`` here."""
+    return allowed(*tensors) and wins(tensors[0].dtype)
 
 
 def linear(

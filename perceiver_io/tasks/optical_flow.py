@@ -4,7 +4,7 @@ Frames are scaled to [-1, 1] (``im / 255 * 2 - 1``), cut into 3×3 patches per p
 tiles of the model's ``config.train_size`` (368×496), blended with the colab's pyramid weights
 (`perceiver_io.tasks.flow_utils.tiled_flow`). Frames smaller than a tile are edge-padded to one tile and the
 result cropped back (the colab refuses them); at the few sizes where the colab's tile grid would leave the frame,
-the offending tile is moved back inside (see `tile_origins`). The model returns flow / 100 (transformers'
+the offending tile is moved back inside (see `tile_origins`). The model returns flow / 20 (transformers'
 convention); the colab multiplies by ``FLOW_SCALE_FACTOR = 20`` to get pixels, and so does this module.
 """
 
