@@ -19,7 +19,7 @@ same model and inputs:
 Speed: seconds per task call on those inputs (classify: one photo; flow: one tile; fill-mask: the text;
 autoencode: the clip), the precisions interleaved in one process (``common.interleaved``).
 
-    .venv/bin/python benchmarks/precision.py [--full] [--repeats 3] [--video PATH/Megamind.avi]
+    .venv/bin/python benchmarks/precision.py [--tasks flow ...] [--full] [--repeats 3] [--video PATH/Megamind.avi]
 """
 
 from __future__ import annotations
@@ -138,6 +138,7 @@ def bench_fill_mask(repeats: int) -> dict[str, Any]:
     spans = [(p, p + 1) for p in positions]
     results = {p: fill_mask(m, TEXT, spans, top_k=5) for p, m in models.items()}
     ref = results["fp32"]
+    margins = [pos.top_k[0][1] - pos.top_k[1][1] for pos in ref.positions]
     metrics = {}
     for p, r in results.items():
         same_top5 = [
@@ -152,6 +153,7 @@ def bench_fill_mask(repeats: int) -> dict[str, Any]:
         "task": "fill-mask",
         "model": "language-perceiver",
         "input": f"{size} bytes of real text (the colab's sentence, Genesis 1:1-2), {len(positions)} bytes masked",
+        "fp32_median_top1_margin": statistics.median(margins),
         "metrics": metrics,
         "seconds": timed(runs, repeats),
     }
@@ -210,11 +212,11 @@ METRICS = {
 
 def _context(row: dict[str, Any]) -> str:
     if "fp32_median_top1_margin" in row:
-        return f"fp32 median top-1 − top-2 probability: {row['fp32_median_top1_margin']:.2g}"
+        return f"median top-1 − top-2 probability {row['fp32_median_top1_margin']:.2g}"
     if "fp32_mean_flow_px" in row:
-        return f"fp32 mean flow: {row['fp32_mean_flow_px']:.3g} px"
+        return f"mean flow {row['fp32_mean_flow_px']:.3g} px"
     if "fp32_video_psnr_vs_input_db" in row:
-        return f"fp32 video PSNR vs the input: {row['fp32_video_psnr_vs_input_db']:.1f} dB"
+        return f"video PSNR vs the input {row['fp32_video_psnr_vs_input_db']:.1f} dB"
     return ""
 
 
@@ -225,22 +227,24 @@ def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any], cpu: dict
         "",
         *markdown_header(cpu, peaks),
         "Models: the released architectures with **random seeded weights** (no pretrained weights exist here), so "
-        "agreement with fp32 measures numeric fidelity, not task accuracy. Each precision is "
+        "agreement with fp32 measures numeric fidelity, not task accuracy; random models are nearly undecided "
+        "(the fp32 margins below), which makes rankings fragile. Each precision is "
         "`optimize_for_inference(model, precision)` on the same float32 model; the task helpers cast inputs to "
         "the model's dtype and outputs back to float32. int8: torch's dynamic quantization of every linear "
         "(`torch.ao.quantization.quantize_dynamic`, qint8).",
         "",
-        "| task, model | input | measure | " + " | ".join(others) + " | context |",
-        "|---|---|---|" + "---|" * (len(others) + 1),
+        "Inputs:",
+        "",
+        *(f"- {row['task']} ({row['model']}): {row['input']}" for row in rows),
+        "",
+        "| task, model | measure against fp32 | " + " | ".join(others) + " | fp32 for scale |",
+        "|---|---|" + "---|" * (len(others) + 1),
     ]
     for row in rows:
         for key in row["metrics"]["fp32"]:
             label, kind = METRICS[key]
             cells = [_cell(row["metrics"][p][key], kind) for p in others]
-            lines.append(
-                f"| {row['task']}, {row['model']} | {row['input']} | {label} | " + " | ".join(cells) + f" | "
-                f"{_context(row)} |"
-            )
+            lines.append(f"| {row['task']}, {row['model']} | {label} | " + " | ".join(cells) + f" | {_context(row)} |")
     lines += [
         "",
         "Speed: seconds per task call (median of interleaved rounds after a warm-up); speed-up over fp32 as *paired "
@@ -256,36 +260,49 @@ def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any], cpu: dict
         lines.append(f"| {row['task']}, {row['model']} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Load: {machine_info['loadavg']} (1/5/15-min load average); {machine_info['cpu_pressure']}",
+        "Load (1/5/15-min load average) at the end of each row: "
+        + "; ".join(f"{r['task']} ({r['model']}) {r.get('loadavg')}" for r in rows)
+        + f"; at the end of this run {machine_info['loadavg']}, {machine_info['cpu_pressure']}.",
         "",
-        "Reproduce: `.venv/bin/python benchmarks/precision.py` (`--full` adds vision-perceiver-conv).",
+        "Reproduce: `.venv/bin/python benchmarks/precision.py` (`--full` adds vision-perceiver-conv; `--tasks flow` "
+        "reruns one task and keeps the other rows).",
         "",
     ]
     return "\n".join(lines)
 
 
+TASKS = ("classify", "flow", "fill-mask", "autoencode")
+JSON_PATH = RESULTS / "precision.json"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full", action="store_true", help="also vision-perceiver-conv (≈ 2 min more)")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="tasks to run (default all)")
+    parser.add_argument("--full", action="store_true", help="classify: also vision-perceiver-conv")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per task (after one warm-up)")
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO, help="Megamind.avi (Debian's opencv-doc)")
     add_peak_arguments(parser)
     args = parser.parse_args()
-    if not args.video.is_file():
+    if "autoencode" in args.tasks and not args.video.is_file():
         parser.error(f"{args.video}: no such file; `apt-get download opencv-doc`, extract Megamind.avi, pass --video")
     peaks = peaks_for(args)
     classifiers = ["vision-perceiver-fourier"] + (["vision-perceiver-conv"] if args.full else [])
-    benches = [lambda n=n: bench_classify(n, args.repeats) for n in classifiers] + [
-        lambda: bench_flow(args.repeats),
-        lambda: bench_fill_mask(args.repeats),
-        lambda: bench_autoencode(args.video, args.repeats),
-    ]
-    rows = []
-    for bench in benches:
-        rows.append(bench())
-        print(json.dumps({k: rows[-1][k] for k in ("task", "model", "metrics")}), flush=True)
+    benches = {
+        "classify": [lambda n=n: bench_classify(n, args.repeats) for n in classifiers],
+        "flow": [lambda: bench_flow(args.repeats)],
+        "fill-mask": [lambda: bench_fill_mask(args.repeats)],
+        "autoencode": [lambda: bench_autoencode(args.video, args.repeats)],
+    }
+    # Rows accumulate across runs: a run of some tasks replaces only their rows (each keeps its own load figures).
+    rows = json.loads(JSON_PATH.read_text())["rows"] if JSON_PATH.is_file() else []
+    for task in args.tasks:
+        for bench in benches[task]:
+            row = {**bench(), "loadavg": machine()["loadavg"]}
+            rows = [r for r in rows if (r["task"], r["model"]) != (row["task"], row["model"])] + [row]
+            print(json.dumps({k: row[k] for k in ("task", "model", "metrics")}), flush=True)
+    rows.sort(key=lambda r: TASKS.index(r["task"]))
     cpu, machine_info = cpu_description(), machine()
-    write_json(RESULTS / "precision.json", {"rows": rows, "machine": machine_info, "cpu": cpu, "peaks": peaks})
+    write_json(JSON_PATH, {"rows": rows, "machine": machine_info, "cpu": cpu, "peaks": peaks})
     text = markdown(rows, machine_info, cpu, peaks)
     write_bytes_atomic(RESULTS / "precision.md", text.encode("utf-8"))
     print(text)
