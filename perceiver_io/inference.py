@@ -6,7 +6,7 @@ CPUs (``benchmarks/gemm_paths.py``), bias and GELU fused. ``optimize_for_inferen
 linears outside those layers (input projections, decoder output layers, postprocessors) by swapping each
 ``nn.Linear`` for a ``OneDNNLinear`` that shares its parameters; state-dict keys are unchanged, so
 ``save_pretrained`` and weight loading keep working, and with autograd recording the model computes exactly what it
-computed before. The task helpers (``perceiver_io.tasks``) call it; it also works on transformers' models.
+computed before. The ``perceiver`` commands call it (``--precision``); it also works on transformers' models.
 
 bf16 inference: ``model.to(torch.bfloat16)`` with bf16 inputs, or ``torch.autocast("cpu", torch.bfloat16)``
 (torch's own bf16 GEMMs then; oneDNN's operator takes no autocast). Either keeps the logits within about 1–3 %
