@@ -86,10 +86,16 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Modu
       the quantized linears hold packed weights, not parameters, so save the model before, not after.
 
     Raises:
-        ValueError: an unknown ``precision``, or ``"int8"`` on a model whose linears are not float32.
+        ValueError: an unknown ``precision``, ``"int8"`` on a model whose linears are not float32, or ``"bf16"`` on
+            a model already quantized to int8.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16" and any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules()):
+        raise ValueError(
+            "precision='bf16' on a model quantized to int8: its int8 linears take float32 only (load the float32 "
+            "model again)"
+        )
     if precision == "int8":
         _quantize_linears(model)
     elif onednn.available():

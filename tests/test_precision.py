@@ -81,7 +81,7 @@ def test_int8_quantizes_every_linear_as_torch_does(head):
         assert _rel_l2(got[key], exact[key]) < 0.15  # 1-7 % on these models
 
 
-def test_int8_is_idempotent_and_refuses_a_bf16_model():
+def test_int8_is_idempotent_and_refuses_to_mix_with_bf16():
     model = randomize_(
         perceiver_io.PerceiverForMaskedLM(perceiver_io.PerceiverConfig(**SMALL_CONFIGS["PerceiverForMaskedLM"]))
     )
@@ -92,6 +92,8 @@ def test_int8_is_idempotent_and_refuses_a_bf16_model():
         ValueError, match=r"precision='int8' quantizes float32 linears; this model's are torch\.bfloat16"
     ):
         optimize_for_inference(model.to(torch.bfloat16), "int8")
+    with pytest.raises(ValueError, match="precision='bf16' on a model quantized to int8"):
+        optimize_for_inference(quantized, "bf16")
 
 
 # ---- the commands ----
