@@ -92,7 +92,7 @@ def _add_precision_argument(parser: argparse.ArgumentParser) -> None:
         default="fp32",
         help="fp32 (default); bf16: weights in bfloat16 and the inputs cast to bfloat16 where they enter the model "
         "(outputs converted back to float32); int8: every linear dynamically quantized to int8 (torch's "
-        "quantize_dynamic). Speed-up over fp32 on an AMX-BF16 CPU: bf16 2.7-4.0x, int8 1.0-1.8x; accuracy cost: "
+        "quantize_dynamic). Speed-up over fp32 on an AMX-BF16 CPU: bf16 2.5-4.0x, int8 1.1-1.8x; accuracy cost: "
         "benchmarks/results/precision.md",
     )
 
