@@ -83,6 +83,20 @@ def _add_model_argument(parser: argparse.ArgumentParser, released: str) -> None:
     )
 
 
+def _add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    from perceiver_io.inference import PRECISIONS
+
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (default); bf16: weights in bfloat16 and the inputs cast to bfloat16 where they enter the model "
+        "(outputs converted back to float32); int8: every linear dynamically quantized to int8 (torch's "
+        "quantize_dynamic). Speed-up over fp32 on an AMX-BF16 CPU: bf16 2.5-4.0x, int8 1.1-1.8x; accuracy cost: "
+        "benchmarks/results/precision.md",
+    )
+
+
 def check_model_source(source: str) -> None:
     """Refuse a model source that is neither an existing file or folder nor shaped like a hub id (owner/name).
 
@@ -118,10 +132,13 @@ def load_checked(source: str) -> nn.Module:
         raise ValueError(f"{source}: not a loadable model ({type(err).__name__}: {err})") from err
 
 
-def _load(source: str, heads: tuple[str, ...], task: str) -> nn.Module:
+def _load(source: str, heads: tuple[str, ...], task: str, precision: str) -> nn.Module:
+    """The model at ``source``, checked to be one of ``heads``, through ``optimize_for_inference(precision)``."""
+    from perceiver_io.inference import optimize_for_inference
+
     model = load_checked(source)
     require_head(model, heads, task)
-    return model
+    return optimize_for_inference(model, precision)
 
 
 def _read_labels(path: str | None) -> list[str] | None:
@@ -207,6 +224,7 @@ def _show_token(token: str) -> str:
 
 def fill_mask_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_argument(parser, "language-perceiver")
+    _add_precision_argument(parser)
     parser.add_argument("text", help="the text, or - to read it from stdin (without its final newline)")
     parser.add_argument(
         "--mask",
@@ -239,7 +257,7 @@ def run_fill_mask(args: argparse.Namespace) -> None:
 
     # The newline that ends piped input (echo, a file) is not part of the text.
     text = sys.stdin.read().removesuffix("\n") if args.text == "-" else args.text
-    model = _load(args.model, FILL_MASK_HEADS, "fill-mask")
+    model = _load(args.model, FILL_MASK_HEADS, "fill-mask", args.precision)
     result = fill_mask(model, text, args.mask or None, top_k=args.top_k)
     print(f"filled: {result.text}")
     for (start, end), predicted, original in zip(result.spans, result.predictions, result.original, strict=True):
@@ -271,6 +289,7 @@ def _image_paths(sources: Sequence[str]) -> list[Path]:
 
 def classify_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_argument(parser, "vision-perceiver-conv")
+    _add_precision_argument(parser)
     parser.add_argument("images", nargs="+", help="image files and/or folders of images")
     parser.add_argument("--top-k", type=_at_least(1), default=5, help="classes shown per image (default 5)")
     parser.add_argument(
@@ -303,7 +322,7 @@ def run_classify(args: argparse.Namespace) -> int:
     from perceiver_io.tasks.images import load_image
 
     paths = _image_paths(args.images)
-    model = _load(args.model, IMAGE_CLASSIFIERS, "classify")
+    model = _load(args.model, IMAGE_CLASSIFIERS, "classify", args.precision)
     labels = class_names(model, _read_labels(args.labels))  # checked before any image is read
     processor = args.processor
     if processor == "transformers":
@@ -344,6 +363,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
 def flow_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_argument(parser, "optical-flow-perceiver")
+    _add_precision_argument(parser)
     parser.add_argument("frame1", help="first frame (image file)")
     parser.add_argument("frame2", help="second frame, same size as the first")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output prefix: writes OUT.flo, OUT.png")
@@ -404,7 +424,7 @@ def run_flow(args: argparse.Namespace) -> None:
         )
     if gt is not None and not known_flow(gt).any():
         raise ValueError(f"--gt {args.gt}: no pixel has ground truth (all NaN, inf or |value| > 1e9)")
-    model = _load(args.model, FLOW_HEADS, "flow")
+    model = _load(args.model, FLOW_HEADS, "flow", args.precision)
     tile = tuple(int(t) for t in model.config.train_size)
     if args.overlap is not None and args.overlap >= min(tile):
         raise ValueError(f"--overlap {args.overlap} must be less than {min(tile)}, the shorter side of the model's "
@@ -445,6 +465,7 @@ def run_flow(args: argparse.Namespace) -> None:
 
 def autoencode_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_argument(parser, "multimodal-perceiver")
+    _add_precision_argument(parser)
     parser.add_argument("video", help="video file with a soundtrack (anything FFmpeg reads; needs perceiver_io[video])")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the results")
     parser.add_argument(
@@ -489,7 +510,7 @@ def run_autoencode(args: argparse.Namespace) -> None:
     )
     from perceiver_io.tasks.classify import class_names
 
-    model = _load(args.model, AUTOENCODE_HEADS, "autoencode")
+    model = _load(args.model, AUTOENCODE_HEADS, "autoencode", args.precision)
     names = class_names(model, _read_labels(args.labels))
     geometry = ClipGeometry.from_config(model.config)
     try:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from perceiver_io.tasks.common import evaluating, model_device, progress_bar, require_head
+from perceiver_io.tasks.common import evaluating, progress_bar, require_head, to_model
 
 AUTOENCODE_HEADS = ("PerceiverForMultimodalAutoencoding",)
 SAMPLE_RATE = 48_000  # the colab's audio rate: 1920 samples per frame at 25 fps
@@ -103,7 +103,8 @@ def autoencode(
     """Reconstruct one clip and classify it.
 
     Args:
-        model: a ``PerceiverForMultimodalAutoencoding``.
+        model: a ``PerceiverForMultimodalAutoencoding``. A bf16 model gets the clip cast to bf16 (`to_model`);
+            the reconstruction and logits are converted to float32 before clamping, PSNR and softmax.
         video: (T, S, S, 3) floats in [0, 1], T and S from the config (16 and 224 for the released model).
         audio: (A,) or (A, 1) floats in [-1, 1], A = T·audio_samples_per_frame (30,720).
         chunks: decoding passes; more passes, less memory each. It is reduced to the number of audio patches
@@ -137,11 +138,10 @@ def autoencode(
             raise ValueError(f"{name} holds {bad} NaN or infinite values")
     chunks = min(chunks, geometry.audio_patches, geometry.pixels)
 
-    device = model_device(model)
     inputs = {
-        "image": torch.from_numpy(video).permute(0, 3, 1, 2)[None].to(device),  # (1, T, 3, S, S)
-        "audio": torch.from_numpy(audio)[None, :, None].to(device),  # (1, A, 1)
-        "label": torch.zeros(1, geometry.num_labels, device=device),  # replaced by the mask token anyway
+        "image": to_model(torch.from_numpy(video).permute(0, 3, 1, 2)[None], model),  # (1, T, 3, S, S)
+        "audio": to_model(torch.from_numpy(audio)[None, :, None], model),  # (1, A, 1)
+        "label": to_model(torch.zeros(1, geometry.num_labels), model),  # replaced by the mask token anyway
     }
     image_parts = torch.arange(geometry.pixels).tensor_split(chunks)
     audio_parts = torch.arange(geometry.audio_patches).tensor_split(chunks)
@@ -150,7 +150,7 @@ def autoencode(
     with evaluating(model):
         encoded = model.perceiver.encode(inputs)  # once: every chunk decodes from the same latents
         for image_idx, audio_idx in zip(image_parts, audio_parts, strict=True):
-            points = {"image": image_idx.to(device), "audio": audio_idx.to(device), "label": None}
+            points = {"image": to_model(image_idx, model), "audio": to_model(audio_idx, model), "label": None}
             logits = model.perceiver.decode(encoded, points).logits
             images.append(logits["image"][0].float().cpu())  # (n_pixels, 3)
             sounds.append(logits["audio"][0].float().cpu())  # (n_patches · samples_per_patch,)

@@ -30,9 +30,9 @@ from perceiver_io.tasks.common import (
     IMAGE_CLASSIFIERS,
     as_rgb_array,
     evaluating,
-    model_device,
     progress_bar,
     require_head,
+    to_model,
 )
 
 # The colab's MEAN_RGB and STDDEV_RGB: ImageNet statistics on the 0..255 scale.
@@ -137,7 +137,9 @@ def classify(
     """Top-k classes of each image with softmax probabilities.
 
     Args:
-        model: one of the three image-classification heads; images are resized to ``config.image_size``.
+        model: one of the three image-classification heads; images are resized to ``config.image_size``. A bf16
+            model (``optimize_for_inference(model, "bf16")``) gets the processed images cast to bf16; its logits
+            are converted to float32 before the softmax.
         images: paths, PIL images or uint8 ``[H, W, 3]`` RGB arrays (any size; floats in 0..255 are rounded).
         top_k: classes reported per image.
         processor: ``"original"`` (the colab), ``"transformers"``, or a callable (see the module docstring).
@@ -158,14 +160,13 @@ def classify(
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     names = class_names(model, labels)
     process = _resolve_processor(processor, model.config.image_size)
-    device = model_device(model)
     results: list[list[tuple[str, float]]] = []
     bar = progress_bar(len(images), "image", progress)
     with evaluating(model):
         for start in range(0, len(images), batch_size):
             # Images are read batch by batch, so a folder of thousands never sits in memory at once.
             batch = [as_rgb_array(im, n) for n, im in enumerate(images[start : start + batch_size], start)]
-            probs = model(inputs=process(batch).to(device)).logits.float().softmax(dim=-1).cpu()
+            probs = model(inputs=to_model(process(batch), model)).logits.float().softmax(dim=-1).cpu()
             top_p, top_i = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
             for p_row, i_row in zip(top_p.tolist(), top_i.tolist(), strict=True):
                 results.append([(names[i], p) for i, p in zip(i_row, p_row, strict=True)])

@@ -1,4 +1,5 @@
-"""What the four task functions share: head checks, evaluation mode, image arrays and progress bars."""
+"""What the four task functions share: head checks, evaluation mode, moving inputs to the model, image arrays and
+progress bars."""
 
 from __future__ import annotations
 
@@ -53,6 +54,24 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
 
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of ``model``'s floating-point parameters: bfloat16 after ``optimize_for_inference(model, "bf16")``,
+    else float32 (an int8 model's quantized linears hold no parameters and take float32)."""
+    return next(p.dtype for p in model.parameters() if p.is_floating_point())
+
+
+def to_model(tensor: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """``tensor`` on ``model``'s device; a floating-point tensor also in ``model_dtype(model)``.
+
+    This is where the task helpers cast their inputs for a bf16 model (float32 → bfloat16 rounds each value to 8
+    significant bits); integer ids, masks and indices keep their dtype. The helpers convert the model's outputs to
+    float32 before any softmax, top-k, PSNR or file.
+    """
+    if tensor.is_floating_point():
+        return tensor.to(model_device(model), model_dtype(model))
+    return tensor.to(model_device(model))
 
 
 def as_rgb_array(image: Any, index: int = 0) -> np.ndarray:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from perceiver_io.tasks.common import evaluating, model_device, require_head
+from perceiver_io.tasks.common import evaluating, require_head, to_model
 
 PAD_ID, BOS_ID, EOS_ID, MASK_ID, CLS_ID, SEP_ID = range(6)
 NUM_SPECIAL = 6
@@ -116,7 +116,8 @@ def fill_mask(
         top_k: how many candidates to report per masked position.
 
     Returns:
-        `FillMaskResult`; for the colab's example, ``predictions == [" missing."]`` with DeepMind's weights.
+        `FillMaskResult`; for the colab's example, ``predictions == [" missing."]`` with DeepMind's weights. Any
+        precision of `optimize_for_inference` works: the logits are converted to float32 before the softmax.
 
     Raises:
         TypeError: ``model`` is not a masked-language model.
@@ -151,9 +152,8 @@ def fill_mask(
     positions = sorted({p for start, end in spans for p in range(start, end)})
     ids[0, positions] = MASK_ID
 
-    device = model_device(model)
     with evaluating(model):
-        logits = model(inputs=ids.to(device), attention_mask=attention_mask.to(device)).logits[0, positions]
+        logits = model(inputs=to_model(ids, model), attention_mask=to_model(attention_mask, model)).logits[0, positions]
     probs = logits.float().softmax(dim=-1).cpu()
     best = probs.argmax(dim=-1)
     top_p, top_i = probs.topk(min(top_k, probs.shape[-1]), dim=-1)

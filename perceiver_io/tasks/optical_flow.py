@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from perceiver_io.adapters.image import patches_for_flow
-from perceiver_io.tasks.common import evaluating, model_device, progress_bar, require_head
+from perceiver_io.tasks.common import evaluating, progress_bar, require_head, to_model
 from perceiver_io.tasks.flow_utils import MIN_OVERLAP, tile_origins, tiled_flow
 from perceiver_io.tasks.images import load_image, pil_to_rgb
 
@@ -54,10 +54,11 @@ def as_frame(frame: Any) -> np.ndarray:
 
 
 def predict_tile(model: nn.Module, frame1: np.ndarray, frame2: np.ndarray) -> np.ndarray:
-    """One forward pass on two whole frames, no tiling: ``[h, w, 3]`` in 0..255 → flow ``[h, w, 2]`` in pixels."""
+    """One forward pass on two whole frames, no tiling: ``[h, w, 3]`` in 0..255 → float32 flow ``[h, w, 2]`` in
+    pixels. The patches are cast to the model's dtype (bf16 for a bf16 model, `to_model`)."""
     frames = torch.from_numpy(np.stack([frame1, frame2])).float()  # (2, h, w, 3)
     frames = (frames / 255 * 2 - 1).permute(0, 3, 1, 2)[None]  # (1, 2, 3, h, w) in [-1, 1]
-    patches = patches_for_flow(frames).to(model_device(model))  # (1, 2, 27, h, w)
+    patches = to_model(patches_for_flow(frames), model)  # (1, 2, 27, h, w)
     with evaluating(model):
         flow = model(inputs=patches).logits[0]  # (h, w, 2), pixels / 20
     return flow.float().cpu().numpy() * FLOW_SCALE_FACTOR
@@ -69,7 +70,8 @@ def optical_flow(
     """Flow from ``frame1`` to ``frame2`` in pixels.
 
     Args:
-        model: a ``PerceiverForOpticalFlow``; tiles have its ``config.train_size``.
+        model: a ``PerceiverForOpticalFlow``; tiles have its ``config.train_size``. A bf16 model gets its patches
+            in bf16 (`predict_tile`); the flow comes back float32 whatever the precision.
         frame1, frame2: paths, PIL images or ``[H, W, 3]`` RGB arrays in 0..255, of the same size (any size).
         min_overlap: minimum tile overlap in pixels; default `default_overlap` (20 for the released model).
         progress: show a tqdm bar over the tiles.
