@@ -21,6 +21,8 @@ from skimage import data as skdata
 from perceiver_io.processing import PerceiverImageProcessor, PerceiverTokenizer
 
 IMAGE_ATOL = 1e-6
+# The long text exceeds model_max_length on purpose; the warning it gets is checked in test_tokenizer_api.py.
+pytestmark = pytest.mark.filterwarnings("ignore:a sequence has .* more than model_max_length")
 
 TEXTS = {
     "ascii": "This is an incomplete sentence where some words are missing.",

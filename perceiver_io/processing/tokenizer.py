@@ -199,6 +199,7 @@ class _EncodeOptions(NamedTuple):
     return_overflowing_tokens: bool
     return_special_tokens_mask: bool
     return_length: bool
+    verbose: bool
     split_special_tokens: bool
 
 
@@ -248,6 +249,8 @@ class PerceiverTokenizer:
     unk_token_id = None
     # Keyword arguments given to the constructor as positional ones: none (all are recorded in init_kwargs).
     init_inputs = ()
+    # transformers' name for a tokenizer implemented in Python, not by the tokenizers or sentencepiece libraries.
+    backend = "custom"
     pad_token_type_id = 0
     pad_token = _fixed_special_token(0, as_id=False)
     bos_token = _fixed_special_token(1, as_id=False)
@@ -634,7 +637,8 @@ class PerceiverTokenizer:
             return_offsets_mapping: only ``False`` (not supported by a byte tokenizer here).
             return_length: also return ``length``, the number of ids (after padding for a single text, before
                 padding for a batch, as transformers does).
-            verbose: ``False`` silences the warning about an ignored ``max_length``.
+            verbose: ``False`` silences the warnings about an ignored ``max_length`` and about a sequence longer
+                than ``model_max_length`` (transformers logs both).
             tokenizer_kwargs: more of these keyword arguments as a dict; a keyword given both ways with
                 different values raises ``ValueError``.
             split_special_tokens: encode special-token strings in the text as bytes; ``None`` takes the
@@ -685,7 +689,11 @@ class PerceiverTokenizer:
             raise TypeError("text must be a str or a list of str, got NoneType; pass text, text_target or both")
         if max_target_length is not None and text_target is None:
             raise ValueError(f"max_target_length={max_target_length!r} applies only with text_target")
+        inputs = _examples(text, text_pair) if text is not None else None
+        targets = _examples(text_target, text_pair_target) if text_target is not None else None
+        examples = [example for given in (inputs, targets) if given is not None for example in given[0]]
         options = self._encode_options(
+            all_pairs=all(second is not None for _, second in examples),
             add_special_tokens=add_special_tokens,
             padding=padding,
             truncation=truncation,
@@ -702,22 +710,23 @@ class PerceiverTokenizer:
             verbose=verbose,
             split_special_tokens=split_special_tokens,
         )
-        if text_target is None:
-            return self._encode(text, text_pair, options)
+        if targets is None:
+            return self._encode(*inputs, options)
         target_options = options
         if max_target_length is not None:
             _check_max_length(max_target_length, "max_target_length")
             target_options = options._replace(max_length=max_target_length)
-        targets = self._encode(text_target, text_pair_target, target_options)
-        if text is None:
-            return targets
-        encoding = self._encode(text, text_pair, options)
-        encoding["labels"] = targets["input_ids"]
+        target_encoding = self._encode(*targets, target_options)
+        if inputs is None:
+            return target_encoding
+        encoding = self._encode(*inputs, options)
+        encoding["labels"] = target_encoding["input_ids"]
         return encoding
 
     def _encode_options(
         self,
         *,
+        all_pairs: bool,
         add_special_tokens: bool,
         padding: bool | str,
         truncation: bool | str | None,
@@ -746,6 +755,8 @@ class PerceiverTokenizer:
                 "truncation must be a bool, None, 'longest_first', 'only_first', 'only_second' or "
                 f"'do_not_truncate', got {truncation!r}"
             )
+        if strategy == "only_second" and not all_pairs:
+            raise ValueError("truncation='only_second' needs text pairs; use 'only_first' or True for single texts")
         if max_length is not None:
             _check_max_length(max_length, "max_length")
         for name, count in (("stride", stride), ("pad_to_multiple_of", pad_to_multiple_of)):
@@ -791,13 +802,20 @@ class PerceiverTokenizer:
             return_overflowing_tokens=return_overflowing_tokens,
             return_special_tokens_mask=return_special_tokens_mask,
             return_length=return_length,
+            verbose=verbose,
             split_special_tokens=split_special_tokens,
         )
 
-    def _encode(self, text: Any, text_pair: Any, options: _EncodeOptions) -> BatchEncoding:
-        """Encode, pad and convert one text (pair) or a batch of them."""
-        examples, batched = _examples(text, text_pair)
+    def _encode(self, examples: list[tuple[str, str | None]], batched: bool, options: _EncodeOptions) -> BatchEncoding:
+        """Encode, pad and convert one text (pair) or a batch of them (``_examples``' output)."""
         rows = [self._encode_example(first, second, options) for first, second in examples]
+        longest = max(len(row["input_ids"]) for row in rows)
+        if options.verbose and options.max_length is None and longest > self.model_max_length:
+            warnings.warn(
+                f"a sequence has {longest} ids, more than model_max_length={self.model_max_length}; the model "
+                "cannot take it whole (pass truncation=True to cut it)",
+                stacklevel=3,
+            )
         if any("overflowing_tokens" in row for row in rows):
             for row in rows:
                 row.setdefault("overflowing_tokens", [])
@@ -826,12 +844,11 @@ class PerceiverTokenizer:
         """Unpadded ids (and the requested per-token keys) of one text or text pair."""
         pair = second is not None
         num_special = self.num_special_tokens_to_add(pair) if options.add_special_tokens else 0
-        if options.truncation == "only_second" and not pair:
-            raise ValueError("truncation='only_second' needs a text pair; use 'only_first' or True for one text")
         if options.return_overflowing_tokens and options.truncation == "longest_first" and pair:
             raise ValueError(
-                "return_overflowing_tokens=True is not possible for text pairs with truncation='longest_first' "
-                "(or True); pass truncation='only_first' or 'only_second'"
+                "Not possible to return overflowing tokens for pair of sequences with the `longest_first`. "
+                "Please select another truncation strategy than `longest_first`, for instance `only_second` or "
+                "`only_first`."
             )
         if options.truncation is not None and options.max_length < num_special:
             raise ValueError(
@@ -944,7 +961,8 @@ class PerceiverTokenizer:
         or a list of encodings (a batch). Values may be lists, ``np.ndarray`` or ``torch.Tensor``; with tensors and
         ``return_tensors=None`` the result has the same kind. ``input_ids`` are padded with ``[PAD]`` (0),
         ``attention_mask`` with 0 (created when missing unless ``return_attention_mask=False``),
-        ``token_type_ids`` with 0 and ``special_tokens_mask`` with 1; other keys are kept as given.
+        ``token_type_ids`` with 0 and ``special_tokens_mask`` with 1; other keys are kept as given. A given
+        ``attention_mask`` is padded even with ``return_attention_mask=False`` (transformers leaves it unpadded).
         ``padding``, ``max_length``, ``pad_to_multiple_of``, ``padding_side`` and ``return_tensors`` are as in
         ``__call__``; ``verbose`` is accepted for transformers' signature (``pad`` has no warning to silence).
         """
