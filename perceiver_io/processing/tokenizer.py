@@ -240,7 +240,12 @@ class PerceiverTokenizer:
     - Keyword arguments this tokenizer has no use for raise ``TypeError`` (transformers ignores most of them,
       e.g. ``src_lang``); ``max_target_length`` without ``text_target`` raises ``ValueError``.
     - ``tokenize(text, pair=..., add_special_tokens=...)``: transformers' Python tokenizer ignores both; ours
-      raises ``TypeError``.
+      raises ``TypeError``. ``tokenizer_kwargs`` repeating a keyword with another value raises ``ValueError``
+      (transformers' documentation and code disagree on which wins).
+    - ``pad`` pads a given ``attention_mask`` even with ``return_attention_mask=False`` (transformers leaves it
+      ragged).
+    - A sequence longer than ``model_max_length`` gets a ``UserWarning`` (``warnings``), where transformers logs on
+      its ``"transformers"`` logger.
     """
 
     model_input_names = ("input_ids", "attention_mask")
