@@ -324,3 +324,11 @@ def test_constructor_keyword_naming_a_method_raises_attribute_error(tmp_path):
         PerceiverTokenizer(eos_token=AddedToken("<e>", single_word=True))
     with pytest.raises(ValueError, match="eos_token"):
         PerceiverTokenizer(eos_token=np.int64(3))
+
+
+def test_transformers_strategy_enums_are_accepted(ours, theirs):
+    from transformers.tokenization_utils_base import PaddingStrategy, TruncationStrategy
+
+    kwargs = {"padding": PaddingStrategy.MAX_LENGTH, "truncation": TruncationStrategy.ONLY_FIRST, "max_length": 30}
+    assert_same_encoding(ours(TEXTS["ascii"], QUESTION, **kwargs), theirs(TEXTS["ascii"], QUESTION, **kwargs))
+    assert_same_encoding(ours.pad([ours("ab")], padding=PaddingStrategy.LONGEST), theirs.pad([theirs("ab")]))

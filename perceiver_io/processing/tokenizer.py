@@ -11,6 +11,7 @@ import json
 import re
 import warnings
 from collections.abc import Mapping, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -232,8 +233,9 @@ class PerceiverTokenizer:
       as in transformers; ``single_word`` tokens are not supported. The six named special tokens keep ids 0-5:
       their text (and ``lstrip``/``rstrip``, given as ``AddedToken``) is set in the constructor, and assigning
       ``tokenizer.pad_token``/``pad_token_id``... raises ``AttributeError`` (transformers re-points the role).
-    - Pre-tokenized input (``is_split_into_words=True``, lists of tokens or ids as a text) and
-      ``return_offsets_mapping=True`` raise (transformers' Python tokenizer ignores the latter).
+    - Pre-tokenized input raises: ``is_split_into_words=True`` (transformers joins the words without spaces,
+      ``["Hello", "world"]`` encodes ``"Helloworld"``) and lists of tokens or ids given as a text.
+      ``return_offsets_mapping=True`` raises too (transformers' Python tokenizer ignores it).
     - ``return_overflowing_tokens=True`` with ``return_tensors`` raises ``ValueError`` (transformers silently
       drops the overflowing tokens); in a batch where only some texts overflow, the others get
       ``overflowing_tokens=[]`` and ``num_truncated_tokens=0`` (transformers fails on an assertion).
@@ -750,6 +752,7 @@ class PerceiverTokenizer:
     ) -> _EncodeOptions:
         """Check ``__call__``'s options and resolve their defaults as transformers does."""
         pad_to = _padding_strategy(padding)
+        truncation = _enum_value(truncation)
         if truncation is None:
             # transformers' rule, to the letter: the bool False, not "do_not_pad", lets max_length truncate.
             strategy = "longest_first" if max_length is not None and padding is False else None
@@ -1293,13 +1296,21 @@ def _hub_file(repo_id: str, filename: str) -> Path:
     return Path(hf_hub_download(repo_id, filename))
 
 
+def _enum_value(option: Any) -> Any:
+    """The string value of a transformers ``PaddingStrategy``/``TruncationStrategy`` member (a ``str`` enum, which
+    does not hash as its value); any other option unchanged."""
+    return option.value if isinstance(option, Enum) and isinstance(option, str) else option
+
+
 def _check_max_length(value: Any, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int or None, got {value!r}")
 
 
 def _padding_strategy(padding: Any) -> str | None:
-    """None, ``"longest"`` or ``"max_length"`` for transformers' spellings of ``padding``."""
+    """None, ``"longest"`` or ``"max_length"`` for transformers' spellings of ``padding`` (its ``PaddingStrategy``
+    members included)."""
+    padding = _enum_value(padding)
     if isinstance(padding, (bool, str)) and padding in _PADDING_STRATEGIES:
         return _PADDING_STRATEGIES[padding]
     raise ValueError(f"padding must be a bool, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
