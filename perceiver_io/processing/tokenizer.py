@@ -11,7 +11,6 @@ import json
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -752,7 +751,6 @@ class PerceiverTokenizer:
     ) -> _EncodeOptions:
         """Check ``__call__``'s options and resolve their defaults as transformers does."""
         pad_to = _padding_strategy(padding)
-        truncation = _enum_value(truncation)
         if truncation is None:
             # transformers' rule, to the letter: the bool False, not "do_not_pad", lets max_length truncate.
             strategy = "longest_first" if max_length is not None and padding is False else None
@@ -1296,12 +1294,6 @@ def _hub_file(repo_id: str, filename: str) -> Path:
     return Path(hf_hub_download(repo_id, filename))
 
 
-def _enum_value(option: Any) -> Any:
-    """The string value of a transformers ``PaddingStrategy``/``TruncationStrategy`` member (a ``str`` enum, which
-    does not hash as its value); any other option unchanged."""
-    return option.value if isinstance(option, Enum) and isinstance(option, str) else option
-
-
 def _check_max_length(value: Any, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int or None, got {value!r}")
@@ -1309,8 +1301,7 @@ def _check_max_length(value: Any, name: str) -> None:
 
 def _padding_strategy(padding: Any) -> str | None:
     """None, ``"longest"`` or ``"max_length"`` for transformers' spellings of ``padding`` (its ``PaddingStrategy``
-    members included)."""
-    padding = _enum_value(padding)
+    members are ``str`` and compare equal to these)."""
     if isinstance(padding, (bool, str)) and padding in _PADDING_STRATEGIES:
         return _PADDING_STRATEGIES[padding]
     raise ValueError(f"padding must be a bool, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
