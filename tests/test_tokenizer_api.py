@@ -332,3 +332,48 @@ def test_transformers_strategy_enums_are_accepted(ours, theirs):
     kwargs = {"padding": PaddingStrategy.MAX_LENGTH, "truncation": TruncationStrategy.ONLY_FIRST, "max_length": 30}
     assert_same_encoding(ours(TEXTS["ascii"], QUESTION, **kwargs), theirs(TEXTS["ascii"], QUESTION, **kwargs))
     assert_same_encoding(ours.pad([ours("ab")], padding=PaddingStrategy.LONGEST), theirs.pad([theirs("ab")]))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"add_special_tokens": False, "return_token_type_ids": True},
+        {"truncation": "only_first", "max_length": 30, "stride": 2, "return_overflowing_tokens": True},
+        {"truncation": True, "max_length": 30, **OUTPUTS},
+        # (transformers fails on return_length with tensors unless prepend_batch_axis=True)
+        {"padding": "max_length", "max_length": 100, "return_tensors": "pt", "prepend_batch_axis": True, **OUTPUTS},
+        {"padding": "max_length", "max_length": 100, "return_tensors": "pt", "return_special_tokens_mask": True},
+        {"padding": True, "pad_to_multiple_of": 8, "return_tensors": "np", "prepend_batch_axis": True},
+        {"max_length": 20},  # truncation defaults to False here: max_length alone does not cut
+    ],
+    ids=repr,
+)
+def test_prepare_for_model_matches_transformers(ours, theirs, kwargs):
+    ids = ours.encode(TEXTS["ascii"], add_special_tokens=False)
+    pair_ids = ours.encode(QUESTION, add_special_tokens=False)
+    pair = None if kwargs.get("return_overflowing_tokens") else pair_ids
+    assert_same_encoding(ours.prepare_for_model(ids, pair, **kwargs), theirs.prepare_for_model(ids, pair, **kwargs))
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("strategy", ["longest_first", "only_first", "only_second", "do_not_truncate"])
+def test_truncate_sequences_matches_transformers(side, strategy):
+    ours = PerceiverTokenizer(truncation_side=side)
+    theirs = transformers.PerceiverTokenizer(truncation_side=side)
+    ids = ours.encode(TEXTS["ascii"], add_special_tokens=False)
+    pair_ids = ours.encode(QUESTION, add_special_tokens=False)
+    for remove in (0, 5, 45):
+        args = (ids, pair_ids, remove, strategy, 3)
+        assert ours.truncate_sequences(*args) == theirs.truncate_sequences(*args)
+    if strategy != "only_second":
+        assert ours.truncate_sequences(ids, None, 7, strategy, 2) == theirs.truncate_sequences(
+            ids, None, 7, strategy, 2
+        )
+
+
+def test_other_public_attributes_match_transformers(ours, theirs, tmp_path):
+    assert ours.is_fast is theirs.is_fast is False
+    assert list(ours.SPECIAL_TOKENS_ATTRIBUTES) == theirs.SPECIAL_TOKENS_ATTRIBUTES
+    assert ours.save_vocabulary(str(tmp_path)) == theirs.save_vocabulary(str(tmp_path)) == ()
+    assert ours.backend == theirs.backend

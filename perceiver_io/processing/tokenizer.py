@@ -132,15 +132,16 @@ class BatchEncoding(dict):
         return type(self)({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()})
 
 
-def _to_tensor(rows: list[Any], key: str, return_tensors: str) -> np.ndarray | torch.Tensor:
-    """``(batch, seq_len)`` from equal-length rows, or ``(batch,)`` from one int per example (``length``)."""
-    lengths = sorted({len(r) for r in rows if isinstance(r, list)})
+def _to_tensor(value: Any, key: str, return_tensors: str) -> np.ndarray | torch.Tensor:
+    """int64 tensor of equal-length rows ``(batch, seq_len)``, one sequence ``(seq_len,)``, one int per example
+    ``(batch,)`` (``length``) or one int ``()``."""
+    lengths = sorted({len(r) for r in value if isinstance(r, list)}) if isinstance(value, list) else []
     if len(lengths) > 1:
         raise ValueError(
             f"cannot stack '{key}' into one tensor: sequence lengths differ ({lengths}); "
             "pass padding=True or padding='max_length'"
         )
-    array = np.asarray(rows, dtype=np.int64)
+    array = np.asarray(value, dtype=np.int64)
     return torch.from_numpy(array) if return_tensors == "pt" else array
 
 
@@ -250,6 +251,18 @@ class PerceiverTokenizer:
     """
 
     model_input_names = ("input_ids", "attention_mask")
+    # The named special-token roles, as transformers lists them (unk_token is None here: every byte has an id).
+    SPECIAL_TOKENS_ATTRIBUTES = (
+        "bos_token",
+        "eos_token",
+        "unk_token",
+        "sep_token",
+        "pad_token",
+        "cls_token",
+        "mask_token",
+    )
+    # A Python tokenizer, not one of the tokenizers library (transformers' "fast" ones).
+    is_fast = False
     # Perceiver has no unknown token: every byte has an id.
     unk_token = None
     unk_token_id = None
@@ -815,13 +828,7 @@ class PerceiverTokenizer:
     def _encode(self, examples: list[tuple[str, str | None]], batched: bool, options: _EncodeOptions) -> BatchEncoding:
         """Encode, pad and convert one text (pair) or a batch of them (``_examples``' output)."""
         rows = [self._encode_example(first, second, options) for first, second in examples]
-        longest = max(len(row["input_ids"]) for row in rows)
-        if options.verbose and options.max_length is None and longest > self.model_max_length:
-            warnings.warn(
-                f"a sequence has {longest} ids, more than model_max_length={self.model_max_length}; the model "
-                "cannot take it whole (pass truncation=True to cut it)",
-                stacklevel=3,
-            )
+        self._warn_if_too_long(max(len(row["input_ids"]) for row in rows), options)
         if any("overflowing_tokens" in row for row in rows):
             for row in rows:
                 row.setdefault("overflowing_tokens", [])
@@ -846,9 +853,24 @@ class PerceiverTokenizer:
             return BatchEncoding({k: v[0] for k, v in outputs.items()})
         return BatchEncoding(outputs)
 
+    def _warn_if_too_long(self, length: int, options: _EncodeOptions) -> None:
+        """Warn (unless ``verbose=False``) when an uncut sequence exceeds ``model_max_length``, as transformers."""
+        if options.verbose and options.max_length is None and length > self.model_max_length:
+            warnings.warn(
+                f"a sequence has {length} ids, more than model_max_length={self.model_max_length}; the model "
+                "cannot take it whole (pass truncation=True to cut it)",
+                stacklevel=4,
+            )
+
     def _encode_example(self, first: str, second: str | None, options: _EncodeOptions) -> dict[str, Any]:
         """Unpadded ids (and the requested per-token keys) of one text or text pair."""
-        pair = second is not None
+        ids = self._text_to_ids(first, options.split_special_tokens)
+        pair_ids = self._text_to_ids(second, options.split_special_tokens) if second is not None else None
+        return self._prepare_ids(ids, pair_ids, options)
+
+    def _prepare_ids(self, ids: list[int], pair_ids: list[int] | None, options: _EncodeOptions) -> dict[str, Any]:
+        """Truncate one id sequence (pair), add the special tokens and the requested per-token keys; no padding."""
+        pair = pair_ids is not None
         num_special = self.num_special_tokens_to_add(pair) if options.add_special_tokens else 0
         if options.return_overflowing_tokens and options.truncation == "longest_first" and pair:
             raise ValueError(
@@ -861,12 +883,12 @@ class PerceiverTokenizer:
                 f"max_length={options.max_length} cannot hold the {num_special} special tokens; "
                 "raise max_length or pass add_special_tokens=False"
             )
-        ids = self._text_to_ids(first, options.split_special_tokens)
-        pair_ids = self._text_to_ids(second, options.split_special_tokens) if pair else None
         total = len(ids) + len(pair_ids or ()) + num_special
         overflow: list[int] = []
         if options.truncation is not None and total > options.max_length:
-            ids, pair_ids, overflow = self._truncate(ids, pair_ids, total - options.max_length, options)
+            ids, pair_ids, overflow = self.truncate_sequences(
+                ids, pair_ids, total - options.max_length, options.truncation, options.stride
+            )
         if options.add_special_tokens:
             sequence = self.build_inputs_with_special_tokens(ids, pair_ids)
         else:
@@ -893,25 +915,111 @@ class PerceiverTokenizer:
             row["num_truncated_tokens"] = total - options.max_length
         return row
 
-    def _truncate(
-        self, ids: list[int], pair_ids: list[int] | None, num_remove: int, options: _EncodeOptions
+    def truncate_sequences(
+        self,
+        ids: list[int],
+        pair_ids: list[int] | None = None,
+        num_tokens_to_remove: int = 0,
+        truncation_strategy: str = "longest_first",
+        stride: int = 0,
     ) -> tuple[list[int], list[int] | None, list[int]]:
-        """Remove ``num_remove`` ids as transformers' ``truncate_sequences``; returns the overflow (the removed
-        ids plus ``stride`` kept neighbours) of the one text cut."""
+        """Remove ``num_tokens_to_remove`` ids on ``truncation_side``, as transformers' ``truncate_sequences``.
+
+        ``"longest_first"`` takes ids from the longer sequence of a pair until both are equally long, then from
+        both alternately; ``"only_first"``/``"only_second"`` from that sequence alone; ``"do_not_truncate"`` from
+        none. Returns ``(ids, pair_ids, overflowing)``: the overflow is the removed ids plus up to ``stride`` kept
+        neighbours, for one cut sequence (empty for a pair under ``"longest_first"``, as in transformers).
+        ``"only_second"`` without ``pair_ids`` raises ``ValueError`` (transformers returns the ids uncut).
+        """
+        known = isinstance(truncation_strategy, (bool, str)) and truncation_strategy in _TRUNCATION_STRATEGIES
+        strategy = _TRUNCATION_STRATEGIES[truncation_strategy] if known else "unknown"
+        if strategy == "unknown":
+            raise ValueError(
+                "truncation_strategy must be 'longest_first', 'only_first', 'only_second' or 'do_not_truncate', "
+                f"got {truncation_strategy!r}"
+            )
+        if strategy == "only_second" and pair_ids is None:
+            raise ValueError("truncation_strategy='only_second' needs pair_ids")
+        if strategy is None or num_tokens_to_remove <= 0:
+            return ids, pair_ids, []
         left = self.truncation_side == "left"
-        if options.truncation == "longest_first" and pair_ids is not None:
-            first_remove = min(abs(len(pair_ids) - len(ids)), num_remove)
-            rest = num_remove - first_remove
+        if strategy == "longest_first" and pair_ids is not None:
+            first_remove = min(abs(len(pair_ids) - len(ids)), num_tokens_to_remove)
+            rest = num_tokens_to_remove - first_remove
             if len(ids) > len(pair_ids):
                 remove_first, remove_second = first_remove + rest // 2, rest - rest // 2
             else:
                 remove_first, remove_second = rest // 2, first_remove + rest - rest // 2
             return _cut(ids, remove_first, left), _cut(pair_ids, remove_second, left), []
-        if options.truncation == "only_second":
-            pair_ids, overflow = _cut_with_overflow(pair_ids, num_remove, options.stride, left)
+        if strategy == "only_second":
+            pair_ids, overflow = _cut_with_overflow(pair_ids, num_tokens_to_remove, stride, left)
             return ids, pair_ids, overflow
-        ids, overflow = _cut_with_overflow(ids, num_remove, options.stride, left)
+        ids, overflow = _cut_with_overflow(ids, num_tokens_to_remove, stride, left)
         return ids, pair_ids, overflow
+
+    def prepare_for_model(
+        self,
+        ids: list[int],
+        pair_ids: list[int] | None = None,
+        add_special_tokens: bool = True,
+        padding: bool | str = False,
+        truncation: bool | str | None = False,
+        max_length: int | None = None,
+        stride: int = 0,
+        pad_to_multiple_of: int | None = None,
+        padding_side: Literal["right", "left"] | None = None,
+        return_tensors: ReturnTensors | None = None,
+        return_token_type_ids: bool | None = None,
+        return_attention_mask: bool | None = None,
+        return_overflowing_tokens: bool = False,
+        return_special_tokens_mask: bool = False,
+        return_length: bool = False,
+        verbose: bool = True,
+        prepend_batch_axis: bool = False,
+    ) -> BatchEncoding:
+        """``__call__`` on ids already encoded (without special tokens): truncate, add the special tokens, pad.
+
+        Options as in ``__call__`` (``truncation`` defaults to False here, as in transformers). With
+        ``return_tensors``, values are ``(seq_len,)`` tensors, or ``(1, seq_len)`` with ``prepend_batch_axis``.
+        Ids outside ``[0, len(tokenizer))`` raise ``ValueError``.
+        """
+        ids = [self._check_id(i) for i in ids]
+        pair_ids = None if pair_ids is None else [self._check_id(i) for i in pair_ids]
+        options = self._encode_options(
+            all_pairs=pair_ids is not None,
+            add_special_tokens=add_special_tokens,
+            padding=padding,
+            truncation=truncation,
+            max_length=max_length,
+            stride=stride,
+            pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side,
+            return_tensors=return_tensors,
+            return_token_type_ids=return_token_type_ids,
+            return_attention_mask=return_attention_mask,
+            return_overflowing_tokens=return_overflowing_tokens,
+            return_special_tokens_mask=return_special_tokens_mask,
+            return_length=return_length,
+            verbose=verbose,
+            split_special_tokens=None,
+        )
+        row = self._prepare_ids(ids, pair_ids, options)
+        self._warn_if_too_long(len(row["input_ids"]), options)
+        (row,) = self._pad_rows(
+            [row],
+            options.pad_to,
+            options.max_length,
+            options.pad_to_multiple_of,
+            options.padding_side,
+            options.return_attention_mask,
+        )
+        if return_length:
+            row["length"] = len(row["input_ids"])
+        if prepend_batch_axis:
+            row = {key: [value] for key, value in row.items()}
+        if return_tensors is not None:
+            row = {key: _to_tensor(value, key, return_tensors) for key, value in row.items()}
+        return BatchEncoding(row)
 
     def _pad_rows(
         self,
@@ -1146,6 +1254,11 @@ class PerceiverTokenizer:
             return []
         decoded = self.decode(sequences, skip_special_tokens, clean_up_tokenization_spaces)
         return [decoded] if isinstance(decoded, str) else decoded
+
+    def save_vocabulary(self, save_directory: str | Path, filename_prefix: str | None = None) -> tuple[str, ...]:
+        """Write no file and return ``()``: the byte vocabulary is fixed (transformers' Perceiver does the same);
+        added tokens are saved by ``save_pretrained``."""
+        return ()
 
     def save_pretrained(self, save_directory: str | Path) -> tuple[str, ...]:
         """Write ``tokenizer_config.json`` and ``special_tokens_map.json`` (and ``added_tokens.json`` when tokens
