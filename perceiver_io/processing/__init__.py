@@ -3,9 +3,10 @@
 from .feature_extractor import PerceiverFeatureExtractor
 from .image_processor import BatchFeature, PerceiverImageProcessor
 from .image_processor_fast import PerceiverImageProcessorFast
-from .tokenizer import BatchEncoding, PerceiverTokenizer
+from .tokenizer import AddedToken, BatchEncoding, PerceiverTokenizer
 
 __all__ = [
+    "AddedToken",
     "BatchEncoding",
     "BatchFeature",
     "PerceiverFeatureExtractor",
