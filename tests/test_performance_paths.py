@@ -256,7 +256,11 @@ def test_inference_runs_on_onednn_and_matches_torch_kernels(head, monkeypatch):
 
 
 @pytest.mark.skipif(not onednn.available(), reason="this PyTorch build has no oneDNN linear")
-@pytest.mark.parametrize(("ours", "theirs", "expected"), [(1.0, 2.0, True), (2.0, 1.0, False)])
+@pytest.mark.parametrize(
+    ("ours", "theirs", "expected"),
+    [(1.0, 2.0, True), (2.0, 1.0, False), (1.02, 1.0, True)],
+    ids=["wins", "loses", "tie"],
+)
 def test_onednn_linears_only_where_measured_faster(ours, theirs, expected, monkeypatch):
     """``use("auto")`` (the default) takes oneDNN's GEMM where it timed faster than torch's on this CPU, measured
     once per dtype and thread count; ``use("on" | "off")`` overrides the measurement."""
@@ -264,7 +268,7 @@ def test_onednn_linears_only_where_measured_faster(ours, theirs, expected, monke
 
     def fake_seconds(fn, *args):
         timings.append(fn)
-        return ours if fn is onednn.linear else theirs
+        return ours if fn is onednn._probe_onednn else theirs
 
     monkeypatch.setattr(onednn, "_seconds", fake_seconds)
     monkeypatch.setattr(onednn, "_measured", {})
