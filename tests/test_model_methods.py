@@ -157,6 +157,8 @@ def test_from_pretrained_state_dict_without_a_folder(tmp_path):
             assert torch.equal(a, b), name
     with pytest.raises(TypeError, match="needs config="):
         type(model).from_pretrained(None, state_dict=state)
+    with pytest.raises(ValueError, match="revision apply only to hub ids"):  # nothing to fetch: refused, not ignored
+        type(model).from_pretrained(None, config=model.config, state_dict=state, revision="main")
 
 
 def test_loading_refusals_are_transformers_error_types(tmp_path):

@@ -56,10 +56,11 @@ def load_pretrained(
             "You are using `from_pretrained` with a meta device context manager (torch.device('meta')): the "
             "weights would be read and then dropped; leave the context, or build the model there without weights"
         )
+    hub = hub if hub is not None else HubOptions()
     if source is None:
+        hub.check_local("the state_dict given")  # no files to fetch: hub keywords would be ignored
         return _load_state_dict_only(cls, config, state_dict, ignore_mismatched_sizes, dtype, device,
                                      output_loading_info, kwargs)  # fmt: skip
-    hub = hub if hub is not None else HubOptions()
     path = Path(source)
     if path.is_file() and path.suffix in DEEPMIND_SUFFIXES:
         return _load_deepmind_file(
@@ -78,9 +79,7 @@ def load_pretrained(
         config, rest = PerceiverConfig._from_dict(stored, folder / "config.json", True, kwargs)
         config.name_or_path = str(source)
     elif isinstance(config, PerceiverConfig):
-        overrides = sorted(k for k in kwargs if PerceiverConfig.is_config_key(k))
-        if overrides:
-            raise TypeError(f"config keys {overrides} were passed along with config=; set them on that config")
+        _refuse_config_overrides(kwargs)
         config, rest = copy.deepcopy(config), kwargs
     elif isinstance(config, str | os.PathLike):
         config, rest = PerceiverConfig.from_pretrained(config, return_unused_kwargs=True, **kwargs)
@@ -119,9 +118,7 @@ def _load_state_dict_only(
             "from_pretrained(None, ...) needs config= (a PerceiverConfig) and state_dict=; got "
             f"config={type(config).__name__}, state_dict={type(state_dict).__name__}"
         )
-    overrides = sorted(k for k in kwargs if PerceiverConfig.is_config_key(k))
-    if overrides:
-        raise TypeError(f"config keys {overrides} were passed along with config=; set them on that config")
+    _refuse_config_overrides(kwargs)
     constructor_kwargs = _constructor_kwargs(cls, kwargs)
     state = dict(state_dict)
     with no_init_weights():
@@ -130,6 +127,13 @@ def _load_state_dict_only(
     info = load_transformers_state_dict(model, state, ignore_mismatched_sizes=ignore_mismatched_sizes)
     model = _place(model, _resolve_dtype(dtype, model.config, state), device)
     return (model, info) if output_loading_info else model
+
+
+def _refuse_config_overrides(kwargs: dict[str, Any]) -> None:
+    """Config keys beside a ``config=`` object would be ignored by it: raise instead."""
+    overrides = sorted(k for k in kwargs if PerceiverConfig.is_config_key(k))
+    if overrides:
+        raise TypeError(f"config keys {overrides} were passed along with config=; set them on that config")
 
 
 def _load_deepmind_file(
