@@ -12,7 +12,7 @@ import platform
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,11 +141,16 @@ def _sdpa_cpu_backward_flops(grad_out, q, k, v, *args, out_shape=None, **kwargs)
     return sdpa_backward_flop_count(grad_out, q, k, v)
 
 
-def flop_counter() -> FlopCounterMode:
+@contextlib.contextmanager
+def flop_counter() -> Iterator[FlopCounterMode]:
     """torch's FLOP counter (2 FLOPs per multiply-add), also counting the ops it misses that we call directly:
     SDPA's CPU flash kernel (forward, and backward counted as torch counts the other SDPA kernels' backward,
-    recomputed scores included) and oneDNN's linear."""
-    return FlopCounterMode(
+    recomputed scores included) and oneDNN's linear.
+
+    Counted with oneDNN off (``onednn.use("off")``): in the default mode a shape's first call also times the
+    candidate kernels (``perceiver_io.layers.timing``), and those runs would be counted as the model's. The count
+    is the same for every kernel choice: each computes the same products."""
+    counter = FlopCounterMode(
         display=False,
         custom_mapping={
             torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
@@ -153,6 +158,8 @@ def flop_counter() -> FlopCounterMode:
             torch.ops.mkldnn._linear_pointwise: _linear_pointwise_flops,
         },
     )
+    with onednn.use("off"), counter:
+        yield counter
 
 
 def machine() -> dict[str, Any]:
@@ -206,6 +213,8 @@ VARIANT_HELP = {
     "ours": "perceiver_io as loaded: oneDNN's GEMMs where they time faster than torch's on this CPU, attention kernels"
     " timed per shape",
     "ours+onednn": "perceiver_io after optimize_for_inference (every linear a OneDNNLinear): what the task helpers run",
+    "ours+compile": "perceiver_io after optimize_for_inference(compile=True): inductor with frozen weights (opt-in;"
+    " compiled before timing)",
 }
 
 
@@ -223,6 +232,8 @@ def load_models(name: str, variants: list[str], dtype: torch.dtype) -> dict[str,
             model = getattr(perceiver_io, head).from_pretrained(folder)
         elif variant == "ours+onednn":
             model = optimize_for_inference(getattr(perceiver_io, head).from_pretrained(folder))
+        elif variant == "ours+compile":
+            model = optimize_for_inference(getattr(perceiver_io, head).from_pretrained(folder), compile=True)
         else:
             raise ValueError(f"unknown variant {variant!r}")
         models[variant] = model.eval().requires_grad_(False).to(dtype)

@@ -19,7 +19,7 @@ from common import RESULTS, VARIANT_HELP, machine, speed_up, write_json
 from compare_transformers import DTYPES, FP32_BASELINE, Case, cases, time_case
 from machine import achieved, add_peak_arguments, cpu_description, markdown_header, peaks_for
 
-VARIANTS = ["transformers", "ours-torch", "ours-onednn", "ours", "ours+onednn"]
+VARIANTS = ["transformers", "ours-torch", "ours-onednn", "ours", "ours+onednn", "ours+compile"]
 JSON_PATH = RESULTS / "default_path.json"
 
 
@@ -40,9 +40,10 @@ def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any], cpu: dict
         " same-round ratios, and the ratio of the fastest samples (`common.speed_up`).",
         "",
         "| model | case | batch | dtype | " + " | ".join(f"{v} s" for v in VARIANTS) + " | ours-torch ÷ ours |"
-        " ours-onednn ÷ ours | ours ÷ ours+onednn | transformers ÷ ours | transformers fp32 ÷ ours (bf16 rows) |"
+        " ours-onednn ÷ ours | ours ÷ ours+onednn | ours ÷ ours+compile | transformers ÷ ours |"
+        " transformers fp32 ÷ ours (bf16 rows) |"
         " GFLOP/s (% of peak) " + " / ".join(VARIANTS) + " |",
-        "|---|---|---|---|" + "---|" * (len(VARIANTS) + 6),
+        "|---|---|---|---|" + "---|" * (len(VARIANTS) + 7),
     ]
     for r in rows:
         v = r["variants"]
@@ -50,11 +51,14 @@ def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any], cpu: dict
             speed_up(v["ours-torch"], v["ours"]),
             speed_up(v["ours-onednn"], v["ours"]),
             speed_up(v["ours"], v["ours+onednn"]),
+            speed_up(v["ours"], v.get("ours+compile")),
             speed_up(v["transformers"], v["ours"]),
             speed_up(r.get(FP32_BASELINE), v["ours"]),
         ]
-        cells = [r["model"], r["case"], str(r["batch"]), r["dtype"], *(f"{v[n]['seconds']:.2f}" for n in VARIANTS)]
-        rate = " / ".join(achieved(r["flops"], v[n]["seconds"], r.get("peaks"), r["dtype"]) for n in VARIANTS)
+        seconds = {n: v[n]["seconds"] if n in v else None for n in VARIANTS}  # older rows lack newer variants
+        cells = [r["model"], r["case"], str(r["batch"]), r["dtype"]]
+        cells += ["–" if t is None else f"{t:.2f}" for t in seconds.values()]
+        rate = " / ".join(achieved(r["flops"], t, r.get("peaks"), r["dtype"]) for t in seconds.values())
         lines.append("| " + " | ".join([*cells, *ups, rate]) + " |")
     lines += ["", f"Machine: `{machine_info}`", "", "Load during each row (1/5/15-min load average; CPU pressure):", ""]
     lines += [

@@ -3,11 +3,11 @@ same number of threads, timed in one process (interleaved rounds, medians; speed
 ratios and ratios of the fastest samples, ``common.speed_up``).
 
 Contenders: ``ours`` (the model as loaded: attention and MLPs on oneDNN), ``ours+onednn``
-(``optimize_for_inference``) and ``onnxruntime`` (CPUExecutionProvider, all graph optimisations,
-intra_op_num_threads = --threads, sequential execution) on the file ``perceiver_io.export.export_onnx`` writes
-(dynamic batch). The ONNX file is cached beside the random-weight model folder (``$PERCEIVER_BENCH_CACHE``) and
-re-exported when the folder is newer; the export's time and size are kept with it. Goal (issue 14): ours ≥ 1.3×
-onnxruntime.
+(``optimize_for_inference``), ``ours+compile`` (``optimize_for_inference(compile=True)``) and ``onnxruntime``
+(CPUExecutionProvider, all graph optimisations, intra_op_num_threads = --threads, sequential execution) on the
+file ``perceiver_io.export.export_onnx`` writes (dynamic batch). The ONNX file is cached beside the random-weight
+model folder (``$PERCEIVER_BENCH_CACHE``) and re-exported when the folder is newer; the export's time and size are
+kept with it. Goal (issue 14): ours ≥ 1.3× onnxruntime.
 
     .venv/bin/python benchmarks/onnx_runtime.py          # vision-fourier 224² and language 2048 bytes, batch 1
     .venv/bin/python benchmarks/onnx_runtime.py --batches 1 8 --repeats 7
@@ -32,10 +32,12 @@ from perceiver_io.export import export_onnx
 from perceiver_io.inference import optimize_for_inference
 from perceiver_io.released import RELEASED
 
-VARIANTS = ["ours", "ours+onednn", "onnxruntime"]
+VARIANTS = ["ours", "ours+onednn", "ours+compile", "onnxruntime"]
 VARIANT_HELP = {
     "ours": "perceiver_io as loaded (attention and MLPs on oneDNN), under torch.inference_mode",
     "ours+onednn": "perceiver_io after optimize_for_inference (every linear on oneDNN)",
+    "ours+compile": "perceiver_io after optimize_for_inference(compile=True): inductor, weights frozen (opt-in;"
+    " compiled in the warm-up)",
     "onnxruntime": "ONNX Runtime (CPUExecutionProvider, ORT_ENABLE_ALL) on perceiver_io's export_onnx file",
     "ours-bf16": "perceiver_io as loaded, model.to(torch.bfloat16) with bf16 inputs (--with-bf16; not the same"
     " precision: for context)",
@@ -93,6 +95,7 @@ def time_case(name: str, batch: int, repeats: int, small: bool, threads: int, bf
     """Outputs compared with ours, FLOPs counted on ours, then the interleaved timing of the contenders."""
     ours = load(name, small)
     fast = optimize_for_inference(load(name, small))
+    compiled = optimize_for_inference(load(name, small), compile=True)
     path, export_info = onnx_file(name, small, ours)
     sess = session(path, threads)
     kwargs = inputs(ours, batch)
@@ -105,6 +108,7 @@ def time_case(name: str, batch: int, repeats: int, small: bool, threads: int, bf
         runs = {
             "ours": lambda: ours(**kwargs),
             "ours+onednn": lambda: fast(**kwargs),
+            "ours+compile": lambda: compiled(**kwargs),
             "onnxruntime": lambda: sess.run(None, feeds),
         }
         if bf16:
@@ -149,22 +153,26 @@ def markdown(rows: list[dict[str, Any]], cpu: dict[str, Any], peaks: dict[str, A
         " (`common.speed_up`). Goal: ours ≥ 1.3× onnxruntime. max|Δ|: onnxruntime's output against ours.",
         "",
         "| model | case | batch | threads | " + " | ".join(f"{v} s" for v in VARIANTS) + " | onnxruntime ÷ ours |"
-        " onnxruntime ÷ ours+onednn | GFLOP/s (% of peak) " + " / ".join(VARIANTS) + " | max|Δ| (max|ours|) |"
+        " onnxruntime ÷ ours+onednn | onnxruntime ÷ ours+compile | GFLOP/s (% of peak) "
+        + " / ".join(VARIANTS)
+        + " | max|Δ| (max|ours|) |"
         " export s, MB |",
-        "|---|---|---|---|" + "---|" * (len(VARIANTS) + 5),
+        "|---|---|---|---|" + "---|" * (len(VARIANTS) + 6),
     ]
     for r in rows:
         v = r["variants"]
+        seconds = {n: v[n]["seconds"] if n in v else None for n in VARIANTS}  # older rows lack newer variants
         diff = r["onnxruntime_vs_ours"]
         cells = [
             r["model"] + (" (small config)" if r["small"] else ""),
             r["case"],
             str(r["batch"]),
             str(r["threads"]),
-            *(f"{v[n]['seconds']:.3f}" for n in VARIANTS),
+            *("–" if t is None else f"{t:.3f}" for t in seconds.values()),
             speed_up(v["onnxruntime"], v["ours"]),
             speed_up(v["onnxruntime"], v["ours+onednn"]),
-            " / ".join(achieved(r["flops"], v[n]["seconds"], r.get("peaks"), "fp32") for n in VARIANTS),
+            speed_up(v["onnxruntime"], v.get("ours+compile")),
+            " / ".join(achieved(r["flops"], t, r.get("peaks"), "fp32") for t in seconds.values()),
             f"{diff['max_abs']:.2g} ({diff['max_abs_ours']:.3g})",
             f"{r['export']['seconds']:.0f}, {r['export']['bytes'] / 1e6:.0f}",
         ]

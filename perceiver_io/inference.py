@@ -1,8 +1,9 @@
-"""Every remaining linear of a model on oneDNN, for CPU inference.
+"""A model readied for CPU inference: every linear able to run on oneDNN, a precision, optionally compiled.
 
 The attention projections and MLPs of every layer (nearly all of the FLOPs) already run on oneDNN whenever no
-gradient is being recorded (``perceiver_io.layers.onednn``): 2.0–2.9× faster than MKL's AVX2 float32 GEMMs on AMD
-CPUs (``benchmarks/gemm_paths.py``), bias and GELU fused. ``optimize_for_inference`` extends that to the few
+gradient is being recorded and it times faster than torch's kernel for the shape (``perceiver_io.layers.onednn``):
+2.0–2.9× faster than MKL's AVX2 float32 GEMMs on AMD CPUs, up to 12 % on an Intel Xeon's 256-row GEMMs
+(``benchmarks/gemm_paths.py``), bias and GELU fused. ``optimize_for_inference`` extends that to the few
 linears outside those layers (input projections, decoder output layers, postprocessors) by swapping each
 ``nn.Linear`` for a ``OneDNNLinear`` that shares its parameters; state-dict keys are unchanged, so
 ``save_pretrained`` and weight loading keep working, and with autograd recording the model computes exactly what it
@@ -16,6 +17,8 @@ int8 inference: torch's dynamic quantization (``torch.ao.quantization.quantize_d
 weights stored as int8 with one scale per tensor, activations quantized on the fly per call; inputs and outputs
 stay float32. Attention scores, LayerNorms, embeddings and convolutions stay float32. The accuracy cost and speed of
 each precision on real inputs are in ``benchmarks/results/precision.md``.
+
+Compiled inference (``compile=True``, opt-in): ``CompiledForInference``, inductor with frozen weights.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from torch import nn
 from perceiver_io.layers import onednn
 from perceiver_io.layers.onednn import OneDNNLinear
 
-__all__ = ["PRECISIONS", "OneDNNLinear", "optimize_for_inference"]
+__all__ = ["PRECISIONS", "CompiledForInference", "OneDNNLinear", "optimize_for_inference"]
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -70,8 +73,45 @@ def _quantize_linears(model: nn.Module) -> None:
         torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
-def optimize_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
-    """Ready ``model`` for CPU inference in ``precision`` (in place; idempotent), eval mode; returns ``model``.
+class CompiledForInference(nn.Module):
+    """``model`` (reachable as ``.model``) behind ``torch.compile`` (inductor) with its weights frozen into the
+    compiled graph as constants: inductor then pre-packs them for oneDNN and fuses the element-wise work around the
+    GEMMs (1.2× eager on the released language model, fp32 and bf16, batch 1: ``benchmarks/default_path.py``).
+
+    Freezing applies without autograd only (``torch.no_grad()``); with gradients on, the compiled graph is an
+    ordinary one. Each new input shape compiles anew (tens of seconds for a released model on 2 cores), so this pays
+    off for many calls of one shape. The weights must not change afterwards: the compiled graphs hold pre-packed
+    copies of some and read others live (a change gives a mixture), and compiling the same model again reuses
+    them; load the model anew for new weights. Attributes
+    other than ``model`` are the model's own (``config``, ``save_pretrained``, …); its state-dict keys carry the
+    prefix ``model.``, so save ``.model``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.train(model.training)
+        # A compiled function, not a compiled module: nn.Module would register the latter as a second submodule.
+        self._compiled = torch.compile(model.forward)
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        """The model's forward, compiled; inductor's ``freezing`` is switched on only while it runs (and compiles:
+        inductor compiles lazily, within the call)."""
+        from torch._inductor import config as inductor_config  # imported on first use: a heavy import
+
+        with inductor_config.patch(freezing=True):
+            return self._compiled(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> object:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.model, name)
+
+
+def optimize_for_inference(model: nn.Module, precision: str = "fp32", compile: bool = False) -> nn.Module:
+    """Ready ``model`` for CPU inference in ``precision`` (in place; idempotent), eval mode; returns ``model``, or
+    with ``compile`` a ``CompiledForInference`` around it.
 
     ``precision``:
 
@@ -85,10 +125,18 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Modu
       linear (``torch.ao.quantization.quantize_dynamic``); inputs and outputs stay float32. For inference only:
       the quantized linears hold packed weights, not parameters, so save the model before, not after.
 
+    ``compile``: also compile the model with inductor, its weights frozen (``CompiledForInference``; opt-in: each
+    input shape compiles first).
+
     Raises:
-        ValueError: an unknown ``precision``, ``"int8"`` on a model whose linears are not float32, or ``"bf16"`` on
-            a model already quantized to int8.
+        ValueError: an unknown ``precision``, ``"int8"`` on a model whose linears are not float32, ``"bf16"`` on
+            a model already quantized to int8, or a ``CompiledForInference`` (its weights are frozen).
     """
+    if isinstance(model, CompiledForInference):
+        raise ValueError(
+            "optimize_for_inference on a CompiledForInference: its weights and precision are frozen into the "
+            "compiled graphs; call it on a freshly loaded model instead"
+        )
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "bf16" and any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules()):
@@ -102,4 +150,5 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Modu
         _swap_linears(model)
     if precision == "bf16":
         model.to(torch.bfloat16)
-    return model.eval()
+    model.eval()
+    return CompiledForInference(model) if compile else model

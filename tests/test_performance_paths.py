@@ -256,33 +256,42 @@ def test_inference_runs_on_onednn_and_matches_torch_kernels(head, monkeypatch):
 
 
 @pytest.mark.skipif(not onednn.available(), reason="this PyTorch build has no oneDNN linear")
-@pytest.mark.parametrize(
-    ("ours", "theirs", "expected"),
-    [(1.0, 2.0, True), (2.0, 1.0, False), (1.02, 1.0, True)],
-    ids=["wins", "loses", "tie"],
-)
-def test_onednn_linears_only_where_measured_faster(ours, theirs, expected, monkeypatch):
-    """``use("auto")`` (the default) takes oneDNN's GEMM where it timed faster than torch's on this CPU, measured
-    once per dtype and thread count; ``use("on" | "off")`` overrides the measurement."""
-    timings = []
+@pytest.mark.parametrize(("slowed", "expected"), [("_torch_linear", True), ("linear", False)], ids=["wins", "loses"])
+def test_onednn_linears_only_where_measured_faster(slowed, expected, monkeypatch):
+    """``use("auto")`` (the default) times oneDNN's layer against torch's on the first call of each shape and keeps
+    the faster for later calls of that shape; another shape is measured anew; ``use("on" | "off")`` overrides."""
+    import time
 
-    def fake_seconds(fn, *args):
-        timings.append(fn)
-        return ours if fn is onednn._probe_onednn else theirs
+    calls = []
+    real = {name: getattr(onednn, name) for name in ("linear", "_torch_linear")}
 
-    monkeypatch.setattr(onednn, "_seconds", fake_seconds)
+    def patched(name):
+        def run(*args):
+            calls.append(name)
+            time.sleep(0.02 if name == slowed else 0.0)
+            return real[name](*args)
+
+        return run
+
+    for name in real:
+        monkeypatch.setattr(onednn, name, patched(name))
     monkeypatch.setattr(onednn, "_measured", {})
-    x, w = torch.randn(4, 8), torch.randn(6, 8)
+    layer = onednn.OneDNNLinear(8, 6)
+    x = torch.randn(4, 8)
     with torch.no_grad():
-        assert onednn.usable(x, w) is expected and onednn.wins(torch.float32) is expected
-        measured = len(timings)
-        assert measured == 2 * len(onednn.PROBE_SHAPES) * onednn.PROBE_ROUNDS
-        onednn.usable(x, w)
-        assert len(timings) == measured  # measured once
+        torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+        assert onednn.fast(x, layer.weight, layer.bias) is expected
+        measured = len(calls)
+        assert calls.count("linear") >= 2 and calls.count("_torch_linear") >= 2  # a warm-up and a timed call each
+        layer(x)
+        assert calls[measured:] == ["linear" if expected else "_torch_linear"]  # the choice is kept: no more timing
+        layer(torch.randn(5, 8))
+        assert len(calls) > measured + 3  # a new shape is measured
         with onednn.use("on"):
-            assert onednn.usable(x, w)
+            assert onednn.fast(x, layer.weight)
         with onednn.use("off"):
-            assert not onednn.usable(x, w)
+            assert not onednn.fast(x, layer.weight)
+    assert not onednn.fast(x.requires_grad_(), layer.weight)  # autograd recording: never oneDNN
 
 
 def test_measured_attention_path_keeps_the_fastest_kernel():

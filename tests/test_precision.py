@@ -12,7 +12,7 @@ import wave
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_CONFIGS, randomize_, small_inputs
+from conftest import SMALL_CONFIGS, assert_close_to_reference, randomize_, small_inputs
 from PIL import Image
 from skimage import data
 from test_cli import opencv_data, run, save_small  # noqa: F401  (opencv_data: the fixture)
@@ -94,6 +94,30 @@ def test_int8_is_idempotent_and_refuses_to_mix_with_bf16():
         optimize_for_inference(model.to(torch.bfloat16), "int8")
     with pytest.raises(ValueError, match="precision='bf16' on a model quantized to int8"):
         optimize_for_inference(quantized, "bf16")
+
+
+# ---- optimize_for_inference(model, compile=True) ----
+
+
+@torch.no_grad()
+def test_compile_matches_eager():
+    """``compile=True``: the same logits as eager within the parity criterion, for two models of one
+    configuration in turn (compiled graphs are not shared between them); the model's attributes pass through; a
+    compiled model is refused a second ``optimize_for_inference`` (its weights are frozen). Whether freezing pays
+    off is for benchmarks/default_path.py to show: it changes speed, not results."""
+    from perceiver_io.inference import CompiledForInference
+
+    head = "PerceiverForMaskedLM"
+    inputs = small_inputs(head)
+    for seed in (0, 1):
+        model = randomize_(getattr(perceiver_io, head)(perceiver_io.PerceiverConfig(**SMALL_CONFIGS[head])), seed)
+        expected = model.eval()(**inputs).logits
+        compiled = optimize_for_inference(model, compile=True)
+        assert isinstance(compiled, CompiledForInference) and compiled.model is model
+        assert compiled.config is model.config and not compiled.training
+        assert_close_to_reference(compiled(**inputs).logits, expected)
+    with pytest.raises(ValueError, match="optimize_for_inference on a CompiledForInference"):
+        optimize_for_inference(compiled, "bf16")
 
 
 # ---- the commands ----

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 
 import torch
@@ -11,6 +10,7 @@ from torch import nn
 
 from perceiver_io.layers import onednn
 from perceiver_io.layers.onednn import OneDNNLinear
+from perceiver_io.layers.timing import fastest
 
 # The plain paths compute attention in blocks of (example, head) pairs × queries. Pairs are grouped while their
 # scores stay within this many (8 MB in float32), so a block's scores stay in cache between the two GEMMs and the
@@ -53,16 +53,16 @@ def rule_path(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
         latent self-attention, 1.1–2× for the big single-head cross-attentions); with unequal widths (the language
         model's 32/160) it does not apply and its unfused fallback runs at 0.7–0.85× the plain path.
       bfloat16: the plain path (oneDNN's bf16 GEMMs, blocked) beats SDPA everywhere, 1.6–3.7×.
-      Where ``onednn.usable``: in float32, the plain path with oneDNN's GEMMs beats the best of the others
-        1.3–2× (ONEDNN_MIN_PAIR_SCORES and HUGE_KEY_SET mark the exceptions).
+      Where ``onednn.forced`` (``onednn.use("on")``): in float32, the plain path with oneDNN's GEMMs beats the best
+        of the others 1.3–2× (ONEDNN_MIN_PAIR_SCORES and HUGE_KEY_SET mark the exceptions).
     Off CPU the fused kernels always win. Dropout needs a plain path on CPU: SDPA's flash kernel has none.
     """
     if q.device.type != "cpu":
         return "sdpa"
     t, s = q.shape[-2], k.shape[-2]
     fusable = dropout_p == 0 and q.shape[-1] == v.shape[-1]
-    # usable() first: under export it is False, and the size test would then pin a dynamic query count.
-    onednn_ok = onednn.usable(q, k, v) and t * s >= ONEDNN_MIN_PAIR_SCORES
+    # forced() first: under export it is False, and the size test would then pin a dynamic query count.
+    onednn_ok = onednn.forced(q, k, v) and t * s >= ONEDNN_MIN_PAIR_SCORES
     if q.dtype not in (torch.float32, torch.float64):
         return "onednn" if onednn_ok and s > HUGE_KEY_SET else "plain"
     if onednn_ok and not (fusable and s > HUGE_KEY_SET):
@@ -98,28 +98,12 @@ def attention_path(
     key = (q.dtype, q.shape[0] * q.shape[1], q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1], caller)
     key += (torch.get_num_threads(),)
     if key not in _MEASURED_PATHS:
-        _MEASURED_PATHS[key] = _fastest(candidates, run, flops=2 * q[..., 0].numel() * k.shape[-2] * v.shape[-1])
+        _MEASURED_PATHS[key] = fastest(candidates, run, flops=2 * q[..., 0].numel() * k.shape[-2] * v.shape[-1])
     return _MEASURED_PATHS[key]
 
 
 # (dtype, pairs, T, S, Dqk, Dv, caller, threads) -> the path measured fastest in this process.
 _MEASURED_PATHS: dict[tuple, str] = {}
-# Above this many FLOPs per call one timed call per candidate is enough (and the measuring stays under a second).
-MEASURE_ONCE_FLOPS = 1e9
-
-
-def _fastest(candidates: list[str], run: Callable[[str], object], flops: float) -> str:
-    """The candidate whose ``run`` is quickest: one warm-up call each, then the best of 1–3 interleaved calls."""
-    rounds = 1 if flops > MEASURE_ONCE_FLOPS else 3
-    best = dict.fromkeys(candidates, float("inf"))
-    for path in candidates:
-        run(path)  # warm-up: oneDNN builds its kernels on a shape's first call
-    for _ in range(rounds):
-        for path in candidates:
-            start = time.perf_counter()
-            run(path)
-            best[path] = min(best[path], time.perf_counter() - start)
-    return min(candidates, key=best.__getitem__)
 
 
 def score_blocks(
@@ -185,9 +169,12 @@ def plain_attention(
         k, v = k.contiguous(), v.transpose(-1, -2).contiguous()
     else:  # kᵀ laid out once: bf16 GEMMs on a transposed view of k run 1.5–7× slower
         k = k.transpose(-1, -2).contiguous()
-        if torch.compiler.is_compiling() or b * h * t * s <= max_scores:
+        recording = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+        if torch.compiler.is_compiling() or recording or b * h * t * s <= max_scores:
             # One block. Traced graphs always take this form: loops over examples would pin a dynamic batch size
-            # (and so would the size test, were it evaluated first).
+            # (and so would the size test, were it evaluated first). So does training: autograd keeps every
+            # block's probabilities anyway, and writing blocks into one output costs a copy and a zero-fill per
+            # block in the backward pass (vision-fourier batch 4: 5 s of 28 s per step).
             return _torch_block(q, k, v, mask, dropout_p)
     pairs = b * h
     q, k, v = q.reshape(pairs, t, dqk), k.reshape(pairs, *k.shape[2:]), v.reshape(pairs, *v.shape[2:])

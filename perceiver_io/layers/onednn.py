@@ -2,11 +2,12 @@
 where it beats torch's on this CPU.
 
 PyTorch sends float32 GEMMs to MKL. On AMD CPUs MKL runs its AVX2 kernels and oneDNN's AVX-512 ones are 2.0–2.9×
-faster on this model's shapes; on an Intel Xeon MKL's are about 2× faster than oneDNN's instead
-(``benchmarks/gemm_paths.py``). So which wins is measured, once per process, dtype and thread count, on two GEMMs of
-the models' shapes (``wins``; about 50 ms), not assumed. oneDNN also applies the bias (and the MLPs' GELU) in the
-same pass. Its operator has no autograd, so it is used only where no gradient is being recorded (``usable``):
-training, autocast, tracing, compiling and export see ``F.linear`` exactly as before.
+faster on this model's shapes; on an Intel Xeon the two tie on wide GEMMs while oneDNN is up to 12 % ahead on the
+256-row GEMMs of a batch-1 latent array (``benchmarks/gemm_paths.py``). So which wins is measured per layer shape,
+not assumed: the first call of each (dtype, rows, in, out, bias, GELU, threads) in inference times both kernels on
+the caller's own tensors (``fast``; a warm-up and 1–3 timed calls each) and every later call takes the winner.
+oneDNN also applies the bias (and the MLPs' GELU) in the same pass. Its operator has no autograd, so it is used
+only in ``plain_inference``: training, autocast, tracing, compiling and export see ``F.linear`` exactly as before.
 
 ``use("on" | "off" | "auto")`` (or the environment variable ``PERCEIVER_ONEDNN`` at import) overrides the
 measurement, e.g. to compare the two or to rule oneDNN out when outputs differ (they differ from ``F.linear``'s by
@@ -17,30 +18,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from perceiver_io.layers.timing import fastest
+
 FAST_DTYPES = (torch.float32, torch.bfloat16)
 MODES = ("auto", "on", "off")
-# (rows, in, out, GELU) of the layers timed by ``wins``: a latent MLP's first layer of the vision model (GELU fused
-# into oneDNN's GEMM) and a language cross-attention projection; large enough that call overheads do not decide,
-# small enough to time in milliseconds.
-PROBE_SHAPES = ((512, 1024, 1024, "none"), (2048, 256, 1280, None))
-PROBE_ROUNDS = 3
-# oneDNN is kept unless torch's layers time this much faster: where the two tie on the probes (an Intel Xeon's MKL
-# and oneDNN, within each other's noise) oneDNN's fused bias and GELU still win 7 % on the language model
-# (benchmarks/results/default_path.md), and a near-tie must not flip the choice from one process to the next.
-TORCH_MARGIN = 1.05
 
 _mode = os.environ.get("PERCEIVER_ONEDNN", "auto")
 if _mode not in MODES:
     raise ValueError(f"PERCEIVER_ONEDNN={_mode!r}; expected one of {MODES}")
-# (dtype, threads) -> whether oneDNN's GEMM beat torch's in this process.
-_measured: dict[tuple[torch.dtype, int], bool] = {}
+# (dtype, rows, in, out, bias, GELU, threads) -> whether oneDNN's layer timed faster than torch's in this process.
+_measured: dict[tuple, bool] = {}
 
 
 def available() -> bool:
@@ -50,8 +43,8 @@ def available() -> bool:
 
 @contextlib.contextmanager
 def use(mode: str) -> Iterator[None]:
-    """Within the block (process-wide): ``"on"`` takes oneDNN wherever ``usable``, ``"off"`` never, ``"auto"`` where
-    it ``wins`` on this CPU (the default)."""
+    """Within the block (process-wide): ``"on"`` takes oneDNN wherever ``allowed``, ``"off"`` never, ``"auto"`` where
+    it timed faster for the shape at hand (the default; see ``fast``)."""
     global _mode
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
@@ -65,51 +58,6 @@ def use(mode: str) -> Iterator[None]:
 def disabled() -> contextlib.AbstractContextManager[None]:
     """Within the block (process-wide), every oneDNN path falls back to torch's kernels: ``use("off")``."""
     return use("off")
-
-
-def _seconds(fn: Callable[..., torch.Tensor], *args: torch.Tensor | str | None) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
-
-
-def _probe_onednn(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, gelu: str | None) -> torch.Tensor:
-    return linear(x, w, b, gelu)
-
-
-def _probe_torch(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, gelu: str | None) -> torch.Tensor:
-    y = F.linear(x, w, b)
-    return y if gelu is None else F.gelu(y, approximate=gelu)
-
-
-@torch.no_grad()
-def _measure(dtype: torch.dtype) -> bool:
-    """Time oneDNN's and torch's layers (bias and GELU included) on PROBE_SHAPES, interleaved; compare the sums of
-    each kernel's best of PROBE_ROUNDS (oneDNN wins ties within TORCH_MARGIN)."""
-    generator = torch.Generator().manual_seed(0)  # the caller's random stream is left alone
-    totals = {_probe_onednn: 0.0, _probe_torch: 0.0}
-    for rows, k, n, gelu in PROBE_SHAPES:
-        x, w, b = (torch.randn(*shape, generator=generator).to(dtype) for shape in ((rows, k), (n, k), (n,)))
-        for fn in totals:
-            fn(x, w, b, gelu)  # warm-up: oneDNN builds its kernel on the first call
-        best = dict.fromkeys(totals, float("inf"))
-        for _ in range(PROBE_ROUNDS):
-            for fn in totals:
-                best[fn] = min(best[fn], _seconds(fn, x, w, b, gelu))
-        for fn in totals:
-            totals[fn] += best[fn]
-    return totals[_probe_onednn] < TORCH_MARGIN * totals[_probe_torch]
-
-
-def wins(dtype: torch.dtype) -> bool:
-    """Whether oneDNN computes in ``dtype`` here (see ``use``): in ``"auto"`` mode, whether its GEMM beat torch's
-    when measured (once per process, dtype and thread count; the first call takes about 50 ms)."""
-    if _mode != "auto":
-        return _mode == "on"
-    key = (dtype, torch.get_num_threads())
-    if key not in _measured:
-        _measured[key] = _measure(dtype)
-    return _measured[key]
 
 
 def mode() -> str:
@@ -143,9 +91,9 @@ def allowed(*tensors: torch.Tensor) -> bool:
     )
 
 
-def usable(*tensors: torch.Tensor) -> bool:
-    """Whether oneDNN's GEMM should replace torch's for these tensors: ``allowed`` and it ``wins`` here."""
-    return allowed(*tensors) and wins(tensors[0].dtype)
+def forced(*tensors: torch.Tensor) -> bool:
+    """Whether ``use("on")`` takes oneDNN for these tensors without measuring: on, and ``allowed``."""
+    return _mode == "on" and allowed(*tensors)
 
 
 def linear(
@@ -159,9 +107,31 @@ def linear(
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [], algorithm)
 
 
-def fast(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether ``linear(x, weight, …)`` should replace ``F.linear`` here (``usable``, and shapes oneDNN takes)."""
-    return x.dim() >= 2 and weight.is_contiguous() and usable(x, weight)
+def _torch_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: str | None = None
+) -> torch.Tensor:
+    """``linear`` through torch's kernels (MKL in float32)."""
+    y = F.linear(x, weight, bias)
+    return y if gelu is None else F.gelu(y, approximate=gelu)
+
+
+def fast(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: str | None = None) -> bool:
+    """Whether ``linear(x, weight, bias, gelu)`` should replace torch's layer here: ``allowed`` (shapes oneDNN
+    takes), and in ``"auto"`` mode timed faster on the first call of this shape (see the module's docstring)."""
+    if not (x.dim() >= 2 and weight.is_contiguous() and allowed(x, weight)):
+        return False
+    if _mode == "on":
+        return True
+    rows = x.numel() // x.shape[-1]
+    key = (x.dtype, rows, *weight.shape, bias is not None, gelu, torch.get_num_threads())
+    if key not in _measured:
+        layers = {"onednn": linear, "torch": _torch_linear}
+
+        def run(name: str) -> torch.Tensor:
+            return layers[name](x, weight, bias, gelu)
+
+        _measured[key] = fastest(list(layers), run, flops=2 * rows * weight.numel()) == "onednn"
+    return _measured[key]
 
 
 class OneDNNLinear(nn.Linear):
@@ -178,7 +148,6 @@ class OneDNNLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor, gelu: str | None = None) -> torch.Tensor:
         """(…, in_features) → (…, out_features), then GELU if ``gelu`` is its ``approximate`` argument."""
-        if fast(x, self.weight):
+        if fast(x, self.weight, self.bias, gelu):
             return linear(x, self.weight, self.bias, gelu)
-        y = F.linear(x, self.weight, self.bias)
-        return y if gelu is None else F.gelu(y, approximate=gelu)
+        return _torch_linear(x, self.weight, self.bias, gelu)
