@@ -2,7 +2,7 @@
 
 The attention projections and MLPs of every layer (nearly all of the FLOPs) already run on oneDNN whenever no
 gradient is being recorded and it times faster than torch's kernel for the shape (``perceiver_io.layers.onednn``):
-2.0–2.9× faster than MKL's AVX2 float32 GEMMs on AMD CPUs, up to 12 % on an Intel Xeon's 256-row GEMMs
+2.0–2.9× faster than MKL's AVX2 float32 GEMMs on AMD CPUs, 7–10 % on an Intel Xeon's 256-row GEMMs
 (``benchmarks/gemm_paths.py``), bias and GELU fused. ``optimize_for_inference`` extends that to the few
 linears outside those layers (input projections, decoder output layers, postprocessors) by swapping each
 ``nn.Linear`` for a ``OneDNNLinear`` that shares its parameters; state-dict keys are unchanged, so
@@ -76,7 +76,7 @@ def _quantize_linears(model: nn.Module) -> None:
 class CompiledForInference(nn.Module):
     """``model`` (reachable as ``.model``) behind ``torch.compile`` (inductor) with its weights frozen into the
     compiled graph as constants: inductor then pre-packs them for oneDNN and fuses the element-wise work around the
-    GEMMs (1.2× eager on the released language model, fp32 and bf16, batch 1: ``benchmarks/default_path.py``).
+    GEMMs (1.15× eager on the released language model in fp32, 1.3× in bf16, batch 1: ``benchmarks/default_path.py``).
 
     Freezing applies without autograd only (``torch.no_grad()``); with gradients on, the compiled graph is an
     ordinary one. Each new input shape compiles anew (tens of seconds for a released model on 2 cores), so this pays

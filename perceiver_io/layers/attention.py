@@ -18,7 +18,7 @@ from perceiver_io.layers.timing import fastest
 SCORE_BLOCK_ELEMENTS = 1 << 21
 # A pair with more scores than that is split into blocks of queries: no fewer than MIN_BLOCK_ROWS (GEMMs with a
 # few dozen rows run at a third of their speed) unless that would exceed SCORE_MEMORY_ELEMENTS (64 MB in float32),
-# which bounds memory for cross-attention over 10⁵–10⁶ inputs or a decoder with 10⁵ queries.
+# which bounds inference memory for cross-attention over 10⁵–10⁶ inputs or a decoder with 10⁵ queries.
 MIN_BLOCK_ROWS = 256
 SCORE_MEMORY_ELEMENTS = 1 << 24
 # Cross-attention over more inputs than one key block (``key_block_size``) is computed, without autograd, one block
@@ -157,7 +157,8 @@ def plain_attention(
     use_onednn: bool = False,
 ) -> torch.Tensor:
     """softmax(q kᵀ/√d) v in blocks of at most ``max_scores`` scores (``score_blocks``; exact: every query's softmax
-    is independent), with torch's GEMMs or, ``use_onednn``, oneDNN's (one (example, head) pair per block).
+    is independent), with torch's GEMMs or, ``use_onednn``, oneDNN's (one (example, head) pair per block). Under
+    autograd the torch path runs as one block (see below), so its scores are not bounded by ``max_scores``.
 
     q: (B, H, T, Dqk), k: (B, H, S, Dqk), v: (B, H, S, Dv), mask: bool (B, T or 1, S) → (B, H, T, Dv).
     """
@@ -169,12 +170,11 @@ def plain_attention(
         k, v = k.contiguous(), v.transpose(-1, -2).contiguous()
     else:  # kᵀ laid out once: bf16 GEMMs on a transposed view of k run 1.5–7× slower
         k = k.transpose(-1, -2).contiguous()
-        recording = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-        if torch.compiler.is_compiling() or recording or b * h * t * s <= max_scores:
+        if torch.compiler.is_compiling() or onednn.recording(q, k, v) or b * h * t * s <= max_scores:
             # One block. Traced graphs always take this form: loops over examples would pin a dynamic batch size
             # (and so would the size test, were it evaluated first). So does training: autograd keeps every
             # block's probabilities anyway, and writing blocks into one output costs a copy and a zero-fill per
-            # block in the backward pass (vision-fourier batch 4: 5 s of 28 s per step).
+            # block in the backward pass (a profiled vision-fourier batch-4 step: 4.9 s of 28.6 s).
             return _torch_block(q, k, v, mask, dropout_p)
     pairs = b * h
     q, k, v = q.reshape(pairs, t, dqk), k.reshape(pairs, *k.shape[2:]), v.reshape(pairs, *v.shape[2:])

@@ -2,7 +2,7 @@
 where it beats torch's on this CPU.
 
 PyTorch sends float32 GEMMs to MKL. On AMD CPUs MKL runs its AVX2 kernels and oneDNN's AVX-512 ones are 2.0–2.9×
-faster on this model's shapes; on an Intel Xeon the two tie on wide GEMMs while oneDNN is up to 12 % ahead on the
+faster on this model's shapes; on an Intel Xeon the two tie on wide GEMMs while oneDNN is 7–10 % ahead on the
 256-row GEMMs of a batch-1 latent array (``benchmarks/gemm_paths.py``). So which wins is measured per layer shape,
 not assumed: the first call of each (dtype, rows, in, out, bias, GELU, threads) in inference times both kernels on
 the caller's own tensors (``fast``; a warm-up and 1–3 timed calls each) and every later call takes the winner.
@@ -65,13 +65,18 @@ def mode() -> str:
     return _mode
 
 
+def recording(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records an operation on these tensors (grad mode on and one of them requires grad)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def plain_inference(*tensors: torch.Tensor) -> bool:
     """Whether these CPU tensors are in eager inference: no gradient recorded, no autocast (which would not cast
     oneDNN's arguments), not traced, compiled or exported (graphs keep torch's operators, which every backend
     knows). Only there may a kernel be chosen by timing it, or run on oneDNN."""
     return (
         tensors[0].device.type == "cpu"
-        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        and not recording(*tensors)
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
