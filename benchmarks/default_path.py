@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from common import RESULTS, VARIANT_HELP, machine, speed_up, write_json
@@ -20,7 +21,6 @@ from compare_transformers import DTYPES, FP32_BASELINE, Case, cases, time_case
 from machine import achieved, add_peak_arguments, cpu_description, markdown_header, peaks_for
 
 VARIANTS = ["transformers", "ours-torch", "ours-onednn", "ours", "ours+onednn", "ours+compile"]
-JSON_PATH = RESULTS / "default_path.json"
 
 
 def _key(row: dict[str, Any]) -> str:
@@ -75,20 +75,22 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1])
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for default_path.json and .md")
     add_peak_arguments(parser)
     args = parser.parse_args()
     peaks, cpu = peaks_for(args), cpu_description()
     # Rows accumulate across runs: a subset run replaces only its own cases.
-    rows = json.loads(JSON_PATH.read_text())["rows"] if JSON_PATH.is_file() else []
+    json_path = args.out / "default_path.json"
+    rows = json.loads(json_path.read_text())["rows"] if json_path.is_file() else []
     for case in cases(args.models, args.batches, args.dtypes, None):
         print(f"{case.key} …", flush=True)
         row = {**time_case(case, VARIANTS, args.repeats), "peaks": peaks}
         rows = [r for r in rows if _key(r) != case.key] + [row]
         print("  " + ", ".join(f"{n} {t['seconds']:.2f}s" for n, t in row["variants"].items()), flush=True)
     machine_info = machine()
-    write_json(JSON_PATH, {"rows": rows, "machine": machine_info, "cpu": cpu, "peaks": peaks})
+    write_json(json_path, {"rows": rows, "machine": machine_info, "cpu": cpu, "peaks": peaks})
     text = markdown(rows, machine_info, cpu, peaks)
-    (RESULTS / "default_path.md").write_text(text)
+    (args.out / "default_path.md").write_text(text)
     print(text)
 
 

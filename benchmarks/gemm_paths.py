@@ -10,6 +10,7 @@ do not use), float32 and bfloat16, and the float32 results' max |Δ| to a float6
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for gemm_paths.json and .md")
     add_peak_arguments(parser)
     args = parser.parse_args()
     if not onednn.available():
@@ -95,9 +97,9 @@ def main() -> None:
         for dtype in args.dtypes:
             rows.append(measure(name, DTYPES[dtype], args.repeats))
             print(name, dtype, {v: round(x) for v, x in rows[-1]["gflops"].items()}, flush=True)
-    write_json(RESULTS / "gemm_paths.json", {"rows": rows, "machine": machine(), "cpu": cpu, "peaks": peaks})
+    write_json(args.out / "gemm_paths.json", {"rows": rows, "machine": machine(), "cpu": cpu, "peaks": peaks})
     text = markdown(rows, cpu, peaks)
-    (RESULTS / "gemm_paths.md").write_text(text)
+    (args.out / "gemm_paths.md").write_text(text)
     print(text)
 
 

@@ -37,7 +37,15 @@ import torch
 import workloads
 from common import RESULTS, flop_counter, interleaved, machine, peak_memory, return_freed_memory_to_os, write_json
 from common import speed_up as ratio
-from machine import achieved, add_peak_arguments, cpu_description, describe_peaks, markdown_header, peaks_for
+from machine import (
+    achieved,
+    add_peak_arguments,
+    cpu_description,
+    describe_peaks,
+    markdown_header,
+    peaks_for,
+    percent_of_peak,
+)
 
 from perceiver_io.released import RELEASED
 
@@ -210,16 +218,17 @@ def markdown(results: dict[str, dict[str, Any]], cpu: dict[str, Any], peaks: dic
         " *paired / best* (`common.speed_up`). GFLOP/s: counted forward + backward FLOPs ÷ time, with % of the"
         " measured GEMM peak of the row's dtype. Peak: resident memory of a step above the level before it (MiB),"
         " one process per contender. Δ first step: relative difference of ours' first loss / gradient norm to"
-        " transformers' (eval mode, same batch).",
+        " transformers' (eval mode, same batch). Ceiling: transformers' time ÷ the step's FLOPs at the GEMM peak —"
+        " the speed-up of an implementation whose every FLOP ran at the peak and everything else took no time.",
         "",
         "| model | batch | dtype | transformers s | ours s | ours+ckpt s | speed-up ours | speed-up ours+ckpt |"
-        " GFLOP/s (% of peak) tf / ours | peak MiB tf / ours / ours+ckpt | Δ first step loss / grad norm |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " ceiling | GFLOP/s (% of peak) tf / ours | peak MiB tf / ours / ours+ckpt | Δ first step loss / grad norm |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         label = r["model"] + (" (small config)" if r.get("small") else "")
         if "error" in r:
-            lines.append(f"| {label} | {r['batch']} | {r['dtype']} | {r['error']} |" + " |" * 8)
+            lines.append(f"| {label} | {r['batch']} | {r['dtype']} | {r['error']} |" + " |" * 9)
             continue
         v = r["variants"]
         t = {n: v[n]["seconds"] if n in v else None for n in VARIANTS}
@@ -235,6 +244,7 @@ def markdown(results: dict[str, dict[str, Any]], cpu: dict[str, Any], peaks: dic
             _seconds(t["ours+checkpointing"]),
             ratio(v.get("transformers"), v.get("ours")),
             ratio(v.get("transformers"), v.get("ours+checkpointing")),
+            _ceiling(r["flops"], t["transformers"], r.get("peaks"), r["dtype"]),
             " / ".join(achieved(r["flops"], t[n], r.get("peaks"), r["dtype"]) for n in ("transformers", "ours")),
             " / ".join(_mib(m[n]) for n in VARIANTS),
             f"{ours['loss']:.1e} / {ours['grad_norm']:.1e}" if ours and "transformers" in v else "–",
@@ -247,6 +257,13 @@ def markdown(results: dict[str, dict[str, Any]], cpu: dict[str, Any], peaks: dic
     lines += ["", "Load during each row (1/5/15-min load average; CPU pressure):", ""]
     lines += [f"- {key(r)}: {r['machine']['loadavg']}; {r['machine']['cpu_pressure']}" for r in rows if "machine" in r]
     return "\n".join(lines) + "\n"
+
+
+def _ceiling(flops: float | None, seconds: float | None, peaks: dict[str, Any] | None, dtype: str) -> str:
+    """transformers' step time ÷ the time its FLOPs take at the measured GEMM peak (the largest speed-up any
+    implementation of the same arithmetic could show)."""
+    pct = percent_of_peak(flops, seconds, peaks, dtype)
+    return "–" if pct is None else f"{100 / pct:.2f}×"
 
 
 def _seconds(s: float | None) -> str:

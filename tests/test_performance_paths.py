@@ -236,7 +236,7 @@ class _CountOneDNN:
 @pytest.mark.skipif(not onednn.available(), reason="this PyTorch build has no oneDNN linear")
 @pytest.mark.parametrize("head", HEADS)
 def test_inference_runs_on_onednn_and_matches_torch_kernels(head, monkeypatch):
-    """The model as loaded, with oneDNN switched on: oneDNN without autograd, torch's kernels with it or when
+    """The model as loaded, with oneDNN switched on: oneDNN's layers in inference, torch's when
     ``onednn.disabled()``; the results agree at the parity criterion."""
     model = _model(head)
     inputs = small_inputs(head)
@@ -248,11 +248,62 @@ def test_inference_runs_on_onednn_and_matches_torch_kernels(head, monkeypatch):
         with onednn.use("on"):
             got = _logits(model(**inputs))
         assert counter.calls > 0
-    counter.calls = 0
-    with onednn.use("on"):
-        model(**inputs)  # autograd recording: torch's kernels only
-    assert counter.calls == 0
     assert_close_to_reference(got, expected)
+
+
+@pytest.mark.skipif(not onednn.available(), reason="this PyTorch build has no oneDNN linear")
+@pytest.mark.parametrize("head", HEADS)
+def test_training_on_onednn_gives_torch_gradients(head, monkeypatch):
+    """A training step with oneDNN switched on (its forward and input-gradient GEMMs inside autograd) gives the loss
+    and every parameter's gradient of torch's kernels (``onednn.disabled()``) within float32 rounding; under
+    autocast the layers stay torch's."""
+    model = _model(head, attention_probs_dropout_prob=0.0).train()
+    inputs = small_inputs(head)
+    counter = _CountOneDNN(monkeypatch)
+    grads, losses = {}, {}
+    for mode in ("off", "on"):
+        model.zero_grad()
+        with onednn.use(mode):
+            out = _logits(model(**inputs)).float()
+            loss = (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum()  # every logit weighs in
+            loss.backward()
+        assert (counter.calls > 0) == (mode == "on")
+        losses[mode] = loss.detach()
+        grads[mode] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads["on"].keys() == grads["off"].keys()
+    torch.testing.assert_close(losses["on"], losses["off"], rtol=1e-4, atol=1e-4)
+    # Each gradient is compared at its own scale, except gradients that are rounding noise around an exact zero
+    # (the keys' bias: softmax ignores a constant shift), which are compared at 1 % of the largest.
+    largest = max(grad.abs().max() for grad in grads["off"].values())
+    for name, grad in grads["off"].items():
+        scale = torch.maximum(grad.abs().max(), 0.01 * largest)
+        torch.testing.assert_close(grads["on"][name] / scale, grad / scale, rtol=1e-4, atol=1e-4, msg=name)
+    counter.calls = 0
+    with onednn.use("on"), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(**inputs)
+    assert counter.calls == 0
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no bias"])
+@pytest.mark.parametrize("needs", ["all", "input only", "weight only"])
+def test_onednn_linear_function_gradients(bias, needs):
+    """OneDNNLinearFunction against F.linear's autograd on a 3-D input: output and the requested gradients equal
+    within float32 rounding; the ones not requested stay None."""
+    if not onednn.available():
+        pytest.skip("this PyTorch build has no oneDNN linear")
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 24, requires_grad=needs != "weight only")
+    weight = torch.randn(40, 24, requires_grad=needs != "input only")
+    b = torch.randn(40, requires_grad=needs != "input only") if bias else None
+    grad = torch.randn(3, 5, 40).transpose(0, 1).contiguous().transpose(0, 1)  # a strided output gradient
+    leaves = [t for t in (x, weight, b) if t is not None and t.requires_grad]
+    got = onednn.OneDNNLinearFunction.apply(x, weight, b)
+    got_grads = torch.autograd.grad(got, leaves, grad)
+    expected = F.linear(x, weight, b)
+    expected_grads = torch.autograd.grad(expected, leaves, grad)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    for g, e in zip(got_grads, expected_grads, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.skipif(not onednn.available(), reason="this PyTorch build has no oneDNN linear")
@@ -291,7 +342,7 @@ def test_onednn_linears_only_where_measured_faster(slowed, expected, monkeypatch
             assert onednn.fast(x, layer.weight)
         with onednn.use("off"):
             assert not onednn.fast(x, layer.weight)
-    assert not onednn.fast(x.requires_grad_(), layer.weight)  # autograd recording: never oneDNN
+    assert not onednn.fast(x.to(torch.float64).requires_grad_(), layer.weight.double())  # float32 only
 
 
 def test_measured_attention_path_keeps_the_fastest_kernel():
@@ -344,14 +395,14 @@ def test_optimize_for_inference_matches_default(head):
 
 
 def test_optimized_model_still_trains():
-    """With autograd recording, OneDNNLinear falls back to F.linear (+ GELU), so gradients are unchanged."""
+    """The swapped layers train like the originals: on the same kernels (torch's), bit-identical gradients."""
     head = "PerceiverForImageClassificationFourier"
     model = _model(head, attention_probs_dropout_prob=0.0)
     fast = optimize_for_inference(copy.deepcopy(model)).train()
     inputs, labels = small_inputs(head), torch.tensor([1, 2])
     with onednn.disabled():
         model.train()(**inputs, labels=labels).loss.backward()
-    fast(**inputs, labels=labels).loss.backward()
+        fast(**inputs, labels=labels).loss.backward()
     grads = dict(fast.named_parameters())
     for name, p in model.named_parameters():
         torch.testing.assert_close(grads[name].grad, p.grad, rtol=0, atol=0)

@@ -1,13 +1,17 @@
-"""oneDNN's fused linear on CPU: the GEMM behind attention projections and MLPs in inference without autograd,
-where it beats torch's on this CPU.
+"""oneDNN's fused linear on CPU: the GEMM behind attention projections and MLPs, where it beats torch's on this CPU.
 
-PyTorch sends float32 GEMMs to MKL. On AMD CPUs MKL runs its AVX2 kernels and oneDNN's AVX-512 ones are 2.0–2.9×
-faster on this model's shapes; on an Intel Xeon the two tie on wide GEMMs while oneDNN is 7–10 % ahead on the
-256-row GEMMs of a batch-1 latent array (``benchmarks/gemm_paths.py``). So which wins is measured per layer shape,
-not assumed: the first call of each (dtype, rows, in, out, bias, GELU, threads) in inference times both kernels on
-the caller's own tensors (``fast``; a warm-up and 1–3 timed calls each) and every later call takes the winner.
-oneDNN also applies the bias (and the MLPs' GELU) in the same pass. Its operator has no autograd, so it is used
-only in ``plain_inference``: training, autocast, tracing, compiling and export see ``F.linear`` exactly as before.
+PyTorch sends float32 GEMMs to MKL. On AMD CPUs MKL runs its AVX2 kernels and oneDNN's AVX-512 ones are faster on
+this model's shapes (2.0–2.9× on a Zen 5, 1.1–1.2× on a Zen 4, whose AVX-512 units are 256 bits wide); on an Intel
+Xeon the two tie on wide GEMMs while oneDNN is 7–10 % ahead on the 256-row GEMMs of a batch-1 latent array
+(``benchmarks/gemm_paths.py``). So which wins is measured per layer shape, not assumed: the first call of each
+(dtype, rows, in, out, bias, GELU, threads, training) times both kernels on the caller's own tensors (``fast``; a
+warm-up and 1–3 timed calls each) and every later call takes the winner.
+
+In inference (``plain_inference``) oneDNN also applies the bias (and the MLPs' GELU) in the same pass. Its operator
+has no autograd, so a float32 linear that autograd records runs as ``OneDNNLinearFunction``: oneDNN computes the
+output and, in the backward pass, the input's gradient (against the transposed weight, laid out anew each time);
+the weight's gradient stays with torch (oneDNN would need both operands transposed, which costs more than it
+wins). Autocast, tracing, compiling and export see ``F.linear`` exactly as before.
 
 ``use("on" | "off" | "auto")`` (or the environment variable ``PERCEIVER_ONEDNN`` at import) overrides the
 measurement, e.g. to compare the two or to rule oneDNN out when outputs differ (they differ from ``F.linear``'s by
@@ -18,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from perceiver_io.layers.timing import fastest
 
@@ -32,7 +38,8 @@ MODES = ("auto", "on", "off")
 _mode = os.environ.get("PERCEIVER_ONEDNN", "auto")
 if _mode not in MODES:
     raise ValueError(f"PERCEIVER_ONEDNN={_mode!r}; expected one of {MODES}")
-# (dtype, rows, in, out, bias, GELU, threads) -> whether oneDNN's layer timed faster than torch's in this process.
+# (dtype, rows, in, out, bias, GELU, threads, training) -> whether oneDNN's layer timed faster than torch's in this
+# process.
 _measured: dict[tuple, bool] = {}
 
 
@@ -96,6 +103,22 @@ def allowed(*tensors: torch.Tensor) -> bool:
     )
 
 
+def trainable(*tensors: torch.Tensor) -> bool:
+    """Whether a linear that autograd records on these tensors may run as ``OneDNNLinearFunction``: not
+    ``use("off")``, all float32 on CPU (bfloat16 GEMMs already go to oneDNN inside torch), no autocast (which casts
+    ``F.linear``'s arguments, not ours), not traced or compiled, and the operator exists."""
+    return (
+        _mode != "off"
+        and tensors[0].device.type == "cpu"
+        and all(t.dtype == torch.float32 for t in tensors)
+        and recording(*tensors)
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and available()
+    )
+
+
 def forced(*tensors: torch.Tensor) -> bool:
     """Whether ``use("on")`` takes oneDNN for these tensors without measuring: on, and ``allowed``."""
     return _mode == "on" and allowed(*tensors)
@@ -120,23 +143,62 @@ def _torch_linear(
     return y if gelu is None else F.gelu(y, approximate=gelu)
 
 
+def _timed_layers(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None, training: bool
+) -> dict[str, Callable[[], object]]:
+    """What the kernel choice changes, through each kernel, for timing (``fast``): in inference the layer itself; in
+    training its two GEMMs that oneDNN would take — the output and the input's gradient (the output standing in for
+    its gradient: same shape)."""
+    if training:
+        return {
+            "onednn": lambda: linear(linear(x, weight, bias), weight.t().contiguous()),
+            "torch": lambda: torch.matmul(F.linear(x, weight, bias), weight),
+        }
+    return {"onednn": lambda: linear(x, weight, bias, gelu), "torch": lambda: _torch_linear(x, weight, bias, gelu)}
+
+
 def fast(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: str | None = None) -> bool:
-    """Whether ``linear(x, weight, bias, gelu)`` should replace torch's layer here: ``allowed`` (shapes oneDNN
-    takes), and in ``"auto"`` mode timed faster on the first call of this shape (see the module's docstring)."""
-    if not (x.dim() >= 2 and weight.is_contiguous() and allowed(x, weight)):
+    """Whether oneDNN should replace torch's kernels for ``linear(x, weight, bias, gelu)`` here: in inference
+    (``allowed``) as one fused call, with autograd recording (``trainable``; ``gelu`` then runs apart) as
+    ``OneDNNLinearFunction``; in ``"auto"`` mode only where that timed faster on the first call of this shape (see
+    the module's docstring)."""
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    training = recording(*tensors)
+    if not (x.dim() >= 2 and weight.is_contiguous() and (trainable if training else allowed)(*tensors)):
         return False
     if _mode == "on":
         return True
     rows = x.numel() // x.shape[-1]
-    key = (x.dtype, rows, *weight.shape, bias is not None, gelu, torch.get_num_threads())
+    key = (x.dtype, rows, *weight.shape, bias is not None, gelu, torch.get_num_threads(), training)
     if key not in _measured:
-        layers = {"onednn": linear, "torch": _torch_linear}
-
-        def run(name: str) -> torch.Tensor:
-            return layers[name](x, weight, bias, gelu)
-
-        _measured[key] = fastest(list(layers), run, flops=2 * rows * weight.numel()) == "onednn"
+        with torch.no_grad():
+            layers = _timed_layers(x.detach(), weight.detach(), bias, gelu, training)
+            flops = (4 if training else 2) * rows * weight.numel()
+            _measured[key] = fastest(list(layers), lambda name: layers[name](), flops) == "onednn"
     return _measured[key]
+
+
+class OneDNNLinearFunction(torch.autograd.Function):
+    """``F.linear`` with autograd whose output and input gradient are oneDNN GEMMs (float32, CPU; see the module's
+    docstring). x (…, K), weight (N, K) contiguous, bias (N) or None → (…, N)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return linear(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        need_x, need_weight, need_bias = ctx.needs_input_grad
+        grad = grad.contiguous()
+        rows = grad.view(-1, grad.shape[-1])  # (M, N)
+        grad_x = linear(grad, weight.t().contiguous()) if need_x else None  # (…, K) = grad @ weight
+        grad_weight = rows.t() @ x.reshape(-1, x.shape[-1]) if need_weight else None  # (N, K)
+        grad_bias = rows.sum(0) if ctx.has_bias and need_bias else None
+        return grad_x, grad_weight, grad_bias
 
 
 class OneDNNLinear(nn.Linear):
@@ -153,6 +215,9 @@ class OneDNNLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor, gelu: str | None = None) -> torch.Tensor:
         """(…, in_features) → (…, out_features), then GELU if ``gelu`` is its ``approximate`` argument."""
-        if fast(x, self.weight, self.bias, gelu):
+        if not fast(x, self.weight, self.bias, gelu):
+            return _torch_linear(x, self.weight, self.bias, gelu)
+        if not recording(x, self.weight, *(() if self.bias is None else (self.bias,))):
             return linear(x, self.weight, self.bias, gelu)
-        return _torch_linear(x, self.weight, self.bias, gelu)
+        y = OneDNNLinearFunction.apply(x, self.weight, self.bias)
+        return y if gelu is None else F.gelu(y, approximate=gelu)
