@@ -159,7 +159,10 @@ def test_transparent_pixels_are_composited_over_white(tmp_path, transformers_mod
 
 
 def test_a_16_bit_photo_classifies_as_its_8_bit_original(tmp_path):
-    """End to end: the same top-5 classes and probabilities as the 8-bit PNG (the image was all white before)."""
+    """End to end: the same top-5 classes and probabilities as the 8-bit PNG (the image was all white before).
+
+    The three images share one batch; a GEMM's rounding may differ by row position (MKL and oneDNN, mixed per layer
+    shape by the kernel timing), so probabilities agree within float32 rounding, not bit for bit."""
     config = PerceiverConfig.from_dict({**SMALL_CONFIGS["PerceiverForImageClassificationFourier"], "image_size": 32})
     model = randomize_(PerceiverForImageClassificationFourier(config))
     Image.fromarray(data.camera()).save(tmp_path / "camera8.png")
@@ -168,7 +171,9 @@ def test_a_16_bit_photo_classifies_as_its_8_bit_original(tmp_path):
     with torch.no_grad():
         eight, sixteen, floating = classify(model, [tmp_path / "camera8.png", tmp_path / "camera16.png",
                                                     tmp_path / "camera.tif"])  # fmt: skip
-    assert eight == sixteen == floating
+    for other in (sixteen, floating):
+        assert [label for label, _ in other] == [label for label, _ in eight]
+        np.testing.assert_allclose([p for _, p in other], [p for _, p in eight], rtol=1e-6, atol=1e-7)
 
 
 def test_arrays_outside_0_255_are_refused_not_clipped():

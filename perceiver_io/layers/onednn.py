@@ -1,11 +1,12 @@
 """oneDNN's fused linear on CPU: the GEMM behind attention projections and MLPs, where it beats torch's on this CPU.
 
 PyTorch sends float32 GEMMs to MKL. On AMD CPUs MKL runs its AVX2 kernels and oneDNN's AVX-512 ones are faster on
-this model's shapes (2.0–2.9× on a Zen 5, 1.1–1.2× on a Zen 4, whose AVX-512 units are 256 bits wide); on an Intel
-Xeon the two tie on wide GEMMs while oneDNN is 7–10 % ahead on the 256-row GEMMs of a batch-1 latent array
-(``benchmarks/gemm_paths.py``). So which wins is measured per layer shape, not assumed: the first call of each
-(dtype, rows, in, out, bias, GELU, threads, training) times both kernels on the caller's own tensors (``fast``; a
-warm-up and 1–3 timed calls each) and every later call takes the winner.
+this model's shapes (2.0–2.9× on a Zen 5; 1.07–1.13× at the best shape on a Zen 4, whose AVX-512 units are 256 bits
+wide: ``benchmarks/results/zen4/train_step.md``); on an Intel Xeon the two tie on wide GEMMs while oneDNN is 7–10 %
+ahead on the 256-row GEMMs of a batch-1 latent array (``benchmarks/gemm_paths.py``). So which wins is measured per
+layer shape, not assumed: the first call of each (dtype, rows, in, out, bias, GELU, threads, training) times both
+kernels on the caller's own tensors (``fast``; a warm-up and 1–3 timed calls each) and every later call takes the
+winner.
 
 In inference (``plain_inference``) oneDNN also applies the bias (and the MLPs' GELU) in the same pass. Its operator
 has no autograd, so a float32 linear that autograd records runs as ``OneDNNLinearFunction``: oneDNN computes the
