@@ -213,6 +213,8 @@ VARIANT_HELP = {
     "ours": "perceiver_io as loaded: oneDNN's GEMMs where they time faster than torch's on this CPU, attention kernels"
     " timed per shape",
     "ours+onednn": "perceiver_io after optimize_for_inference (every linear a OneDNNLinear): what the task helpers run",
+    "ours+prepack": "perceiver_io after optimize_for_inference(prepack=True): weights kept in oneDNN's blocked layout"
+    " (opt-in; twice the weights' memory)",
     "ours+compile": "perceiver_io after optimize_for_inference(compile=True): inductor with frozen weights (opt-in;"
     " compiled before timing)",
 }
@@ -232,6 +234,8 @@ def load_models(name: str, variants: list[str], dtype: torch.dtype) -> dict[str,
             model = getattr(perceiver_io, head).from_pretrained(folder)
         elif variant == "ours+onednn":
             model = optimize_for_inference(getattr(perceiver_io, head).from_pretrained(folder))
+        elif variant == "ours+prepack":
+            model = optimize_for_inference(getattr(perceiver_io, head).from_pretrained(folder), prepack=True)
         elif variant == "ours+compile":
             model = optimize_for_inference(getattr(perceiver_io, head).from_pretrained(folder), compile=True)
         else:

@@ -20,11 +20,25 @@ from common import RESULTS, VARIANT_HELP, machine, speed_up, write_json
 from compare_transformers import DTYPES, FP32_BASELINE, Case, cases, time_case
 from machine import achieved, add_peak_arguments, cpu_description, markdown_header, peaks_for
 
-VARIANTS = ["transformers", "ours-torch", "ours-onednn", "ours", "ours+onednn", "ours+compile"]
+from perceiver_io.layers import onednn
+from perceiver_io.layers.attention import measured_paths
+
+VARIANTS = ["transformers", "ours-torch", "ours-onednn", "ours", "ours+onednn", "ours+prepack", "ours+compile"]
 
 
 def _key(row: dict[str, Any]) -> str:
     return Case(row["model"], row["case"], row["batch"], row["dtype"]).key
+
+
+def _kernels_chosen(linears: dict[tuple, bool], paths: dict[tuple, str]) -> str:
+    """One line on what the timed choices of a case picked: linear shapes (rows×in×out) on oneDNN or torch, and
+    the attention path per shape (pairs×T×S)."""
+    linear = ", ".join(
+        f"{rows}×{n_in}×{n_out}{' +GELU' if gelu else ''}: {'oneDNN' if v else 'torch'}"
+        for (_, rows, n_out, n_in, _, gelu, *_), v in linears.items()
+    )
+    attention = ", ".join(f"{k[1]}×{k[2]}×{k[3]}: {v}" for k, v in paths.items())
+    return f"linears {linear or '–'}; attention {attention or '–'}"
 
 
 def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any], cpu: dict[str, Any], peaks: dict) -> str:
@@ -40,10 +54,10 @@ def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any], cpu: dict
         " same-round ratios, and the ratio of the fastest samples (`common.speed_up`).",
         "",
         "| model | case | batch | dtype | " + " | ".join(f"{v} s" for v in VARIANTS) + " | ours-torch ÷ ours |"
-        " ours-onednn ÷ ours | ours ÷ ours+onednn | ours ÷ ours+compile | transformers ÷ ours |"
+        " ours-onednn ÷ ours | ours ÷ ours+onednn | ours ÷ ours+prepack | ours ÷ ours+compile | transformers ÷ ours |"
         " transformers fp32 ÷ ours (bf16 rows) |"
         " GFLOP/s (% of peak) " + " / ".join(VARIANTS) + " |",
-        "|---|---|---|---|" + "---|" * (len(VARIANTS) + 7),
+        "|---|---|---|---|" + "---|" * (len(VARIANTS) + 8),
     ]
     for r in rows:
         v = r["variants"]
@@ -51,6 +65,7 @@ def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any], cpu: dict
             speed_up(v["ours-torch"], v["ours"]),
             speed_up(v["ours-onednn"], v["ours"]),
             speed_up(v["ours"], v["ours+onednn"]),
+            speed_up(v["ours"], v.get("ours+prepack")),
             speed_up(v["ours"], v.get("ours+compile")),
             speed_up(v["transformers"], v["ours"]),
             speed_up(r.get(FP32_BASELINE), v["ours"]),
@@ -65,6 +80,8 @@ def markdown(rows: list[dict[str, Any]], machine_info: dict[str, Any], cpu: dict
         f"- {r['model']} b{r['batch']} {r['dtype']}: {r['machine']['loadavg']}; {r['machine']['cpu_pressure']}"
         for r in rows
     ]
+    lines += ["", "Kernels the default (`ours`) chose by timing in each case's process, first call of each shape:", ""]
+    lines += [f"- {r['model']} b{r['batch']} {r['dtype']}: {r['kernels']}" for r in rows if "kernels" in r]
     lines.append("")
     return "\n".join(lines)
 
@@ -84,7 +101,12 @@ def main() -> None:
     rows = json.loads(json_path.read_text())["rows"] if json_path.is_file() else []
     for case in cases(args.models, args.batches, args.dtypes, None):
         print(f"{case.key} …", flush=True)
+        linears, paths = onednn.measured(), measured_paths()
         row = {**time_case(case, VARIANTS, args.repeats), "peaks": peaks}
+        row["kernels"] = _kernels_chosen(
+            {k: v for k, v in onednn.measured().items() if k not in linears},
+            {k: v for k, v in measured_paths().items() if k not in paths},
+        )
         rows = [r for r in rows if _key(r) != case.key] + [row]
         print("  " + ", ".join(f"{n} {t['seconds']:.2f}s" for n, t in row["variants"].items()), flush=True)
     machine_info = machine()

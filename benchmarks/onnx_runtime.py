@@ -3,7 +3,8 @@ same number of threads, timed in one process (interleaved rounds, medians; speed
 ratios and ratios of the fastest samples, ``common.speed_up``).
 
 Contenders: ``ours`` (the model as loaded: attention and MLPs on oneDNN), ``ours+onednn``
-(``optimize_for_inference``), ``ours+compile`` (``optimize_for_inference(compile=True)``) and ``onnxruntime``
+(``optimize_for_inference``), ``ours+prepack`` (``optimize_for_inference(prepack=True)``: weights pre-packed, as
+onnxruntime packs its own), ``ours+compile`` (``optimize_for_inference(compile=True)``) and ``onnxruntime``
 (CPUExecutionProvider, all graph optimisations, intra_op_num_threads = --threads, sequential execution) on the
 file ``perceiver_io.export.export_onnx`` writes (dynamic batch). The ONNX file is cached beside the random-weight
 model folder (``$PERCEIVER_BENCH_CACHE``) and re-exported when the folder is newer; the export's time and size are
@@ -32,10 +33,12 @@ from perceiver_io.export import export_onnx
 from perceiver_io.inference import optimize_for_inference
 from perceiver_io.released import RELEASED
 
-VARIANTS = ["ours", "ours+onednn", "ours+compile", "onnxruntime"]
+VARIANTS = ["ours", "ours+onednn", "ours+prepack", "ours+compile", "onnxruntime"]
 VARIANT_HELP = {
     "ours": "perceiver_io as loaded (attention and MLPs on oneDNN), under torch.inference_mode",
     "ours+onednn": "perceiver_io after optimize_for_inference (every linear on oneDNN)",
+    "ours+prepack": "perceiver_io after optimize_for_inference(prepack=True): weights kept in oneDNN's blocked layout"
+    " (opt-in; twice the weights' memory)",
     "ours+compile": "perceiver_io after optimize_for_inference(compile=True): inductor, weights frozen (opt-in;"
     " compiled in the warm-up)",
     "onnxruntime": "ONNX Runtime (CPUExecutionProvider, ORT_ENABLE_ALL) on perceiver_io's export_onnx file",
@@ -95,6 +98,7 @@ def time_case(name: str, batch: int, repeats: int, small: bool, threads: int, bf
     """Outputs compared with ours, FLOPs counted on ours, then the interleaved timing of the contenders."""
     ours = load(name, small)
     fast = optimize_for_inference(load(name, small))
+    packed = optimize_for_inference(load(name, small), prepack=True)
     compiled = optimize_for_inference(load(name, small), compile=True)
     path, export_info = onnx_file(name, small, ours)
     sess = session(path, threads)
@@ -108,6 +112,7 @@ def time_case(name: str, batch: int, repeats: int, small: bool, threads: int, bf
         runs = {
             "ours": lambda: ours(**kwargs),
             "ours+onednn": lambda: fast(**kwargs),
+            "ours+prepack": lambda: packed(**kwargs),
             "ours+compile": lambda: compiled(**kwargs),
             "onnxruntime": lambda: sess.run(None, feeds),
         }
@@ -153,11 +158,11 @@ def markdown(rows: list[dict[str, Any]], cpu: dict[str, Any], peaks: dict[str, A
         " (`common.speed_up`). Goal: ours ≥ 1.3× onnxruntime. max|Δ|: onnxruntime's output against ours.",
         "",
         "| model | case | batch | threads | " + " | ".join(f"{v} s" for v in VARIANTS) + " | onnxruntime ÷ ours |"
-        " onnxruntime ÷ ours+onednn | onnxruntime ÷ ours+compile | GFLOP/s (% of peak) "
+        " onnxruntime ÷ ours+onednn | onnxruntime ÷ ours+prepack | onnxruntime ÷ ours+compile | GFLOP/s (% of peak) "
         + " / ".join(VARIANTS)
         + " | max|Δ| (max|ours|) |"
         " export s, MB |",
-        "|---|---|---|---|" + "---|" * (len(VARIANTS) + 6),
+        "|---|---|---|---|" + "---|" * (len(VARIANTS) + 7),
     ]
     for r in rows:
         v = r["variants"]
@@ -171,6 +176,7 @@ def markdown(rows: list[dict[str, Any]], cpu: dict[str, Any], peaks: dict[str, A
             *("–" if t is None else f"{t:.3f}" for t in seconds.values()),
             speed_up(v["onnxruntime"], v["ours"]),
             speed_up(v["onnxruntime"], v["ours+onednn"]),
+            speed_up(v["onnxruntime"], v.get("ours+prepack")),
             speed_up(v["onnxruntime"], v.get("ours+compile")),
             " / ".join(achieved(r["flops"], t, r.get("peaks"), "fp32") for t in seconds.values()),
             f"{diff['max_abs']:.2g} ({diff['max_abs_ours']:.3g})",

@@ -13,6 +13,7 @@ import argparse
 import statistics
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -138,6 +139,7 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for parts.json and parts.md")
     add_peak_arguments(parser)
     args = parser.parse_args()
     peaks, cpu = peaks_for(args), cpu_description()
@@ -149,9 +151,10 @@ def main() -> None:
             for r in new:
                 print(r["variant"], batch, dtype, r["part"], f"{r['gflops']:.0f} GFLOP/s", flush=True)
     machine_info = machine()
-    write_json(RESULTS / "parts.json", {"rows": rows, "machine": machine_info, "cpu": cpu, "peaks": peaks})
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "parts.json", {"rows": rows, "machine": machine_info, "cpu": cpu, "peaks": peaks})
     text = markdown(rows, machine_info, cpu, peaks)
-    (RESULTS / "parts.md").write_text(text)
+    (args.out / "parts.md").write_text(text)
     print(text)
 
 

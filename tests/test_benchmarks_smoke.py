@@ -83,5 +83,12 @@ def test_onnx_runtime_smoke_agrees_with_ours(tmp_path):
     for row in rows:
         diff = row["onnxruntime_vs_ours"]
         assert diff["max_abs"] <= 1e-4 * max(1.0, diff["max_abs_ours"]), row["model"]
-        assert set(row["variants"]) == {"ours", "ours+onednn", "ours+compile", "onnxruntime", "ours-bf16"}
+        assert set(row["variants"]) == {
+            "ours",
+            "ours+onednn",
+            "ours+prepack",
+            "ours+compile",
+            "onnxruntime",
+            "ours-bf16",
+        }
         assert (tmp_path / "models" / f"small-{row['model']}.onnx").is_file()

@@ -393,6 +393,33 @@ def test_optimize_for_inference_matches_default(head):
     assert_close_to_reference(_logits(fast(**inputs)), _logits(model(**inputs)))
 
 
+@pytest.mark.skipif(not onednn.available(), reason="this PyTorch build has no oneDNN linear")
+@pytest.mark.parametrize("head", HEADS)
+@torch.no_grad()
+def test_prepacked_weights_compute_the_default_and_follow_weight_changes(head):
+    """prepack=True multiplies by oneDNN's blocked copies of the weights: same logits as the default model; after
+    the weights change in place (load_state_dict copies into them) the copies are made anew, so the logits follow
+    the new weights; a deep copy (which cannot copy oneDNN's opaque tensors) packs its own."""
+    model, inputs = _model(head), small_inputs(head)
+    packed = optimize_for_inference(copy.deepcopy(model), prepack=True)
+    with onednn.use("on"):
+        assert_close_to_reference(_logits(packed(**inputs)), _logits(model(**inputs)))
+        assert any(m._packed is not None for m in packed.modules() if isinstance(m, OneDNNLinear))
+        randomize_(model, seed=1)
+        packed.load_state_dict(model.state_dict())
+        assert_close_to_reference(_logits(packed(**inputs)), _logits(model(**inputs)))
+        assert_close_to_reference(_logits(copy.deepcopy(packed)(**inputs)), _logits(model(**inputs)))
+    optimize_for_inference(packed)  # prepack=False drops the copies
+    assert all(m._packed is None and not m.pack_weight for m in packed.modules() if isinstance(m, OneDNNLinear))
+
+
+def test_prepack_refuses_int8_and_non_bools():
+    with pytest.raises(ValueError, match="prepack=True applies to precision 'fp32' or 'bf16'"):
+        optimize_for_inference(torch.nn.Linear(2, 2), precision="int8", prepack=True)
+    with pytest.raises(TypeError, match="prepack must be True or False, got 'yes'"):
+        optimize_for_inference(torch.nn.Linear(2, 2), prepack="yes")
+
+
 def test_optimized_model_still_trains():
     """The swapped layers train like the originals: on the same kernels (torch's), bit-identical gradients."""
     head = "PerceiverForImageClassificationFourier"

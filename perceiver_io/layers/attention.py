@@ -106,6 +106,12 @@ def attention_path(
 _MEASURED_PATHS: dict[tuple, str] = {}
 
 
+def measured_paths() -> dict[tuple, str]:
+    """The choices ``attention_path`` has timed in this process (a copy): (dtype, (example, head) pairs, T, S,
+    Dqk, Dv, caller, threads) → the fastest path."""
+    return dict(_MEASURED_PATHS)
+
+
 def score_blocks(
     pairs: int, t: int, s: int, max_scores: int = SCORE_BLOCK_ELEMENTS, max_pairs: int | None = None
 ) -> list[tuple[slice, slice]]:

@@ -4,7 +4,7 @@ PyTorch sends float32 GEMMs to MKL. On AMD CPUs MKL runs its AVX2 kernels and on
 this model's shapes (2.0–2.9× on a Zen 5; 1.07–1.13× at the best shape on a Zen 4, whose AVX-512 units are 256 bits
 wide: ``benchmarks/results/zen4/train_step.md``); on an Intel Xeon the two tie on wide GEMMs while oneDNN is 7–10 %
 ahead on the 256-row GEMMs of a batch-1 latent array (``benchmarks/gemm_paths.py``). So which wins is measured per
-layer shape, not assumed: the first call of each (dtype, rows, in, out, bias, GELU, threads, training) times both
+layer shape, not assumed: the first call of each (dtype, rows, out, in, bias, GELU, threads, training) times both
 kernels on the caller's own tensors (``fast``; a warm-up and 1–3 timed calls each) and every later call takes the
 winner.
 
@@ -39,9 +39,15 @@ MODES = ("auto", "on", "off")
 _mode = os.environ.get("PERCEIVER_ONEDNN", "auto")
 if _mode not in MODES:
     raise ValueError(f"PERCEIVER_ONEDNN={_mode!r}; expected one of {MODES}")
-# (dtype, rows, in, out, bias, GELU, threads, training) -> whether oneDNN's layer timed faster than torch's in this
+# (dtype, rows, out, in, bias, GELU, threads, training) -> whether oneDNN's layer timed faster than torch's in this
 # process.
 _measured: dict[tuple, bool] = {}
+
+
+def measured() -> dict[tuple, bool]:
+    """The choices ``fast`` has timed in this process (a copy): (dtype, rows, out, in, bias, GELU, threads,
+    training) → whether oneDNN's kernel was the faster."""
+    return dict(_measured)
 
 
 def available() -> bool:
@@ -204,7 +210,18 @@ class OneDNNLinearFunction(torch.autograd.Function):
 
 class OneDNNLinear(nn.Linear):
     """``nn.Linear`` whose forward runs as one oneDNN call (bias included) wherever ``fast`` allows, and as
-    ``F.linear`` otherwise. Same parameters, same state-dict keys, same autograd behaviour as ``nn.Linear``."""
+    ``F.linear`` otherwise. Same parameters, same state-dict keys, same autograd behaviour as ``nn.Linear``.
+
+    With ``pack_weight`` set (``optimize_for_inference(prepack=True)``) its inference calls multiply by a copy of
+    the weight in oneDNN's blocked layout instead of the dense one, which oneDNN would otherwise reorder on every
+    call: 3–6 % faster GEMMs on the released models' shapes (``benchmarks/gemm_paths.py``) for a second copy of the
+    weight in memory. The copy is a cache: made on the first inference call, made again whenever the weight changes
+    (in place, replaced or cast), never saved, pickled or deep-copied.
+    """
+
+    pack_weight: bool = False
+    # (the weight's storage, version counter, dtype and shape when packed; the packed copy)
+    _packed: tuple[tuple, torch.Tensor] | None = None
 
     @classmethod
     def wrap(cls, linear: nn.Linear) -> OneDNNLinear:
@@ -219,6 +236,21 @@ class OneDNNLinear(nn.Linear):
         if not fast(x, self.weight, self.bias, gelu):
             return _torch_linear(x, self.weight, self.bias, gelu)
         if not recording(x, self.weight, *(() if self.bias is None else (self.bias,))):
-            return linear(x, self.weight, self.bias, gelu)
+            return linear(x, self._inference_weight(), self.bias, gelu)
         y = OneDNNLinearFunction.apply(x, self.weight, self.bias)
         return y if gelu is None else F.gelu(y, approximate=gelu)
+
+    def _inference_weight(self) -> torch.Tensor:
+        """The weight oneDNN multiplies by without autograd: the packed copy with ``pack_weight`` (packed anew if
+        the weight changed since), the parameter itself otherwise."""
+        if not self.pack_weight:
+            return self.weight
+        weight = self.weight
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.shape)
+        if self._packed is None or self._packed[0] != key:
+            self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach()))
+        return self._packed[1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # oneDNN's opaque packed tensor cannot be copied or pickled; the next inference call packs anew.
+        return {**self.__dict__, "_packed": None}
