@@ -133,8 +133,9 @@ def optimize_for_inference(
     input shape compiles first).
 
     ``prepack`` (fp32 and bf16; opt-in): each ``OneDNNLinear`` keeps a copy of its weight in oneDNN's blocked
-    layout for its inference calls (``OneDNNLinear.pack_weight``): 3–6 % faster GEMMs for twice the weights'
-    memory. ``prepack=False`` drops the copies again.
+    layout for its inference calls (``OneDNNLinear.pack_weight``): 1–9 % faster GEMMs, 1–7 % faster whole forwards
+    on a Zen 4 (``benchmarks/results/zen4/default_path.md``), for twice the weights' memory. ``prepack=False``
+    drops the copies again.
 
     Raises:
         TypeError: ``prepack`` not a bool.

@@ -214,9 +214,10 @@ class OneDNNLinear(nn.Linear):
 
     With ``pack_weight`` set (``optimize_for_inference(prepack=True)``) its inference calls multiply by a copy of
     the weight in oneDNN's blocked layout instead of the dense one, which oneDNN would otherwise reorder on every
-    call: 3–6 % faster GEMMs on the released models' shapes (``benchmarks/gemm_paths.py``) for a second copy of the
-    weight in memory. The copy is a cache: made on the first inference call, made again whenever the weight changes
-    (in place, replaced or cast), never saved, pickled or deep-copied.
+    call: 1–9 % faster GEMMs on the released models' shapes (1–5 % on a Zen 4, 3–9 % on a Xeon:
+    ``benchmarks/gemm_paths.py``) for a second copy of the weight in memory. The copy is a cache: made on the first
+    inference call, made again whenever the weight changes (in place, replaced or cast), never saved, pickled or
+    deep-copied.
     """
 
     pack_weight: bool = False
