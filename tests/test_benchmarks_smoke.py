@@ -3,7 +3,7 @@
 ``train_step.py --smoke`` must find our first training step equal to transformers' on the same weights (loss and
 gradient norm), ``gpu.py`` on a machine without CUDA must say it skipped the CUDA parts, pass its CPU checks
 and exit 0, and ``onnx_runtime.py --smoke`` must find onnxruntime's output on our export within the export's
-tolerance of ours.
+tolerance of ours. ``allocator.py --smoke`` must apply ``keep_freed_memory`` in its "keep" processes only.
 """
 
 from __future__ import annotations
@@ -92,3 +92,20 @@ def test_onnx_runtime_smoke_agrees_with_ours(tmp_path):
             "ours-bf16",
         }
         assert (tmp_path / "models" / f"small-{row['model']}.onnx").is_file()
+
+
+def test_allocator_smoke_applies_the_setting_in_its_own_processes(tmp_path):
+    pytest.importorskip("transformers")
+    proc = _run("allocator.py", "--smoke", "--out", str(tmp_path), cache=tmp_path / "models")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "allocator.json").read_text())["rows"]
+    assert [(r["library"], r["work"]) for r in rows] == [
+        ("perceiver_io", "train"),
+        ("transformers", "train"),
+        ("perceiver_io", "forward"),
+        ("perceiver_io", "forward"),
+    ]
+    for row in rows:
+        assert [run["applied"] for run in row["runs"]["default"]] == [False]
+        assert [run["applied"] for run in row["runs"]["keep"]] == [sys.platform.startswith("linux")]
+    assert "| transformers | language-perceiver | 8 | train |" in (tmp_path / "allocator.md").read_text()

@@ -17,6 +17,7 @@ import sys
 
 import torch.distributed as dist
 
+from perceiver_io.allocator import keep_freed_memory
 from perceiver_io.training.tasks import build, load_recipe
 from perceiver_io.training.trainer import Trainer
 
@@ -64,4 +65,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # as the `perceiver` command does (perceiver_io.allocator)
     sys.exit(main())
