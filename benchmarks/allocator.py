@@ -114,12 +114,11 @@ def main() -> None:
         job = json.loads(args.worker)
         print(json.dumps(run_job(**job)))
         return
-    rows = []
+    rows, steps = [], 2 if args.smoke else args.steps
     for library, name, batch, what in JOBS:
         runs: dict[str, list[dict[str, Any]]] = {s: [] for s in SETTINGS}
         for _ in range(args.rounds):
             for setting in SETTINGS:
-                steps = 2 if args.smoke else args.steps
                 job = dict(library=library, name=name, batch=batch, what=what, setting=setting, steps=steps)
                 job["small"] = args.smoke
                 runs[setting].append(_worker(job))

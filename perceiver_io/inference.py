@@ -165,7 +165,7 @@ def optimize_for_inference(
         _swap_linears(model)
     for module in model.modules():
         if isinstance(module, OneDNNLinear):
-            module.pack_weight, module._packed = prepack, None
+            module.prepack(prepack)
     if precision == "bf16":
         model.to(torch.bfloat16)
     model.eval()

@@ -1,12 +1,12 @@
 """oneDNN's fused linear on CPU: the GEMM behind attention projections and MLPs, where it beats torch's on this CPU.
 
 PyTorch sends float32 GEMMs to MKL. On AMD CPUs MKL runs its AVX2 kernels and oneDNN's AVX-512 ones are faster on
-this model's shapes (2.0–2.9× on a Zen 5; 1.07–1.13× at the best shape on a Zen 4, whose AVX-512 units are 256 bits
-wide: ``benchmarks/results/zen4/train_step.md``); on an Intel Xeon the two tie on wide GEMMs while oneDNN is 7–10 %
-ahead on the 256-row GEMMs of a batch-1 latent array (``benchmarks/gemm_paths.py``). So which wins is measured per
-layer shape, not assumed: the first call of each (dtype, rows, out, in, bias, GELU, threads, training) times both
-kernels on the caller's own tensors (``fast``; a warm-up and 1–3 timed calls each) and every later call takes the
-winner.
+this model's shapes (2.0–2.9× on a Zen 5; 1.08–1.23× on a Zen 4, whose AVX-512 units are 256 bits wide, and
+1.64–1.75× on its 50,176- and 6,290-row ones: ``benchmarks/results/zen4/gemm_paths.md``); on an Intel Xeon the
+two tie on wide GEMMs while oneDNN is 7–10 % ahead on the 256-row GEMMs of a batch-1 latent array
+(``benchmarks/gemm_paths.py``). So which wins is measured per layer shape, not assumed: the first call of each
+(dtype, rows, out, in, bias, GELU, threads, training) times both kernels on the caller's own tensors (``fast``; a
+warm-up and 1–3 timed calls each) and every later call takes the winner.
 
 In inference (``plain_inference``) oneDNN also applies the bias (and the MLPs' GELU) in the same pass. Its operator
 has no autograd, so a float32 linear that autograd records runs as ``OneDNNLinearFunction``: oneDNN computes the
@@ -212,12 +212,12 @@ class OneDNNLinear(nn.Linear):
     """``nn.Linear`` whose forward runs as one oneDNN call (bias included) wherever ``fast`` allows, and as
     ``F.linear`` otherwise. Same parameters, same state-dict keys, same autograd behaviour as ``nn.Linear``.
 
-    With ``pack_weight`` set (``optimize_for_inference(prepack=True)``) its inference calls multiply by a copy of
-    the weight in oneDNN's blocked layout instead of the dense one, which oneDNN would otherwise reorder on every
-    call: 1–9 % faster GEMMs on the released models' shapes (1–5 % on a Zen 4, 3–9 % on a Xeon:
-    ``benchmarks/gemm_paths.py``) for a second copy of the weight in memory. The copy is a cache: made on the first
-    inference call, made again whenever the weight changes (in place, replaced or cast), never saved, pickled or
-    deep-copied.
+    With ``pack_weight`` set (``prepack()``, which ``optimize_for_inference(prepack=True)`` calls) its inference
+    calls multiply by a copy of the weight in oneDNN's blocked layout instead of the dense one, which oneDNN would
+    otherwise reorder on every call: 1–9 % faster GEMMs on the released models' shapes (1–5 % on a Zen 4, 3–9 % on a
+    Xeon: ``benchmarks/gemm_paths.py``) for a second copy of the weight in memory. The copy is a cache: made on the
+    first inference call, made again whenever the weight changes (in place, replaced or cast), never saved, pickled
+    or deep-copied.
     """
 
     pack_weight: bool = False
@@ -240,6 +240,11 @@ class OneDNNLinear(nn.Linear):
             return linear(x, self._inference_weight(), self.bias, gelu)
         y = OneDNNLinearFunction.apply(x, self.weight, self.bias)
         return y if gelu is None else F.gelu(y, approximate=gelu)
+
+    def prepack(self, on: bool = True) -> None:
+        """Whether inference calls multiply by a copy of the weight in oneDNN's blocked layout (``pack_weight``);
+        any copy made so far is dropped (the next call packs anew)."""
+        self.pack_weight, self._packed = on, None
 
     def _inference_weight(self) -> torch.Tensor:
         """The weight oneDNN multiplies by without autograd: the packed copy with ``pack_weight`` (packed anew if
